@@ -1,0 +1,87 @@
+/* The trainer: state of one run (model, optimizer, penalty, tasks, metrics) and the collective
+ * operations on it: a training step, evaluation, the Fisher, and the whole task sequence. */
+#ifndef EWC_TRAIN_H
+#define EWC_TRAIN_H
+
+#include <mpi.h>
+#include <stdint.h>
+
+#include "ewc/config.h"
+#include "ewc/dataset.h"
+#include "ewc/dist.h"
+#include "ewc/error.h"
+#include "ewc/model.h"
+#include "ewc/penalty.h"
+
+#define TRAIN_EVAL_CHUNK 1000 /* test samples per forward pass during evaluation */
+
+typedef struct {
+    long long step; /* global step count (over all tasks) when evaluated */
+    int task;
+    double accuracy;
+} CurvePoint;
+
+typedef struct {
+    const Config *cfg;    /* not owned */
+    const Dataset *data;  /* not owned */
+    Dist dist;
+    ModelShape shape;
+    int dim, classes;     /* input pixels, output classes */
+
+    float *params;        /* (n_params) theta, layout of model.h */
+    float *grad;          /* (n_params) mean gradient of the current batch */
+    float *mom;           /* (n_params) momentum, NULL when --momentum 0 */
+    Penalty pen;          /* running sums of the finished tasks */
+    int **perm;           /* (tasks) pixel permutation of each task, (dim) each */
+
+    Activations acts;     /* one global batch (cap = --batch) */
+    Activations eval;     /* evaluation chunk (cap = TRAIN_EVAL_CHUNK) */
+    float *fisher_sq[MODEL_MAX_LAYERS]; /* (batch, dims[l+1]) per-sample squared deltas */
+    float *in_sq;         /* (batch, max(dims[l]) + 1) squared layer inputs */
+    uint8_t *ybuf;        /* (batch) labels of the current batch */
+    int *order;           /* (train n) sample order of the current epoch */
+
+    /* position in the sequence */
+    int task, epoch, step; /* next step to run */
+    long long global_step; /* steps done over all tasks */
+
+    /* metrics */
+    double *initial_acc;  /* (tasks) accuracy of the untrained model on each task */
+    double *acc;          /* (tasks, tasks) R[t][j], rows filled up to the last finished task */
+    CurvePoint *curve;
+    int n_curve, cap_curve;
+    double train_seconds; /* time in training steps only */
+    long long train_samples;
+    double last_loss;
+} Trainer;
+
+/* Allocate and initialise a run from CFG and DATA on COMM (every rank holds the whole dataset).
+ * Not collective (no communication), but every rank must call it with the same arguments. */
+EwcStatus trainer_init(Trainer *t, const Config *cfg, const Dataset *data, MPI_Comm comm);
+void trainer_free(Trainer *t);
+
+/* Draw the sample order of (task, epoch) into t->order. */
+void trainer_begin_epoch(Trainer *t, int task, int epoch);
+
+/* Number of steps in one epoch (the last batch may be partial). */
+int trainer_steps_per_epoch(const Trainer *t);
+
+/* One SGD step on global batch STEP of the current epoch order; *LOSS gets the batch's mean
+ * data loss (identical on every rank). EWC_ENAN if it is not finite. Collective. */
+EwcStatus trainer_step(Trainer *t, int task, int epoch, int step, double *loss);
+
+/* Test accuracy on TASK (fraction in [0, 1], identical on every rank). Collective. */
+EwcStatus trainer_evaluate(Trainer *t, int task, double *accuracy);
+
+/* Diagonal Fisher of TASK at the current parameters into FISHER (n_params): the mean over
+ * N samples (0 = whole training set) of the squared per-sample gradient of log p(y|x), with y
+ * the true label (empirical), drawn from the model (sampled) or summed over all classes
+ * weighted by p(y|x) (expected). *USED gets the number of samples. Collective. */
+EwcStatus trainer_fisher(Trainer *t, int task, FisherKind kind, int n, float *fisher, int *used);
+
+/* Fill act[0] rows [r0, r1) of A with samples of SPLIT permuted by TASK's permutation: row i
+ * holds sample IDX[i] (or FIRST + i when IDX is NULL), as pixel / 255. */
+void trainer_fill_input(const Trainer *t, Activations *a, const Split *split, int task,
+                        const int *idx, int first, int r0, int r1);
+
+#endif

@@ -1,0 +1,388 @@
+/* The HDF5 checkpoint: everything needed to continue a run bit-for-bit, plus per finished task
+ * its anchor, raw Fisher and permutation (layout documented in README.md, "Checkpoint"). */
+#include "ewc/checkpoint.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ewc/h5file.h"
+
+#define FORMAT_NAME "ewc-train checkpoint"
+
+/* Experiment-defining config fields, stored one attribute each on /config so a resume can name
+ * the flag that differs (config_experiment_diff). Enums are stored as their integer values. */
+typedef enum { F_INT, F_U64, F_DBL, F_STR, F_ENUM } FieldType;
+typedef struct {
+    const char *name;
+    FieldType type;
+    size_t offset;
+} Field;
+#define FIELD(n, t) {#n, t, offsetof(Config, n)}
+static const Field fields[] = {
+    FIELD(data_dir, F_STR),     FIELD(tasks, F_INT),          FIELD(lr, F_DBL),
+    FIELD(batch, F_INT),        FIELD(epochs, F_INT),         FIELD(momentum, F_DBL),
+    FIELD(seed, F_U64),         FIELD(train_samples, F_INT),  FIELD(test_samples, F_INT),
+    FIELD(method, F_ENUM),      FIELD(lambda, F_DBL),         FIELD(gamma, F_DBL),
+    FIELD(fisher, F_ENUM),      FIELD(fisher_samples, F_INT), FIELD(dropout_input, F_DBL),
+    FIELD(dropout, F_DBL),      FIELD(penalty_step, F_ENUM),  FIELD(reduce, F_ENUM),
+};
+#define N_FIELDS (sizeof fields / sizeof fields[0])
+
+static void hidden_string(const Config *c, char *buf, size_t size) {
+    size_t len = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < c->n_hidden && len < size; i++)
+        len += (size_t)snprintf(buf + len, size - len, "%s%d", i ? "," : "", c->hidden[i]);
+    if (c->n_hidden == 0) snprintf(buf, size, "0");
+}
+
+static EwcStatus write_config(H5Writer *w, const Config *c) {
+    EwcStatus st = EWC_OK;
+    for (size_t i = 0; i < N_FIELDS && !st; i++) {
+        const char *p = (const char *)c + fields[i].offset;
+        switch (fields[i].type) {
+        case F_INT: st = h5file_set_attr_i64(w, "/config", fields[i].name, *(const int *)p); break;
+        case F_ENUM: st = h5file_set_attr_i64(w, "/config", fields[i].name, *(const int *)p); break;
+        case F_U64:
+            st = h5file_set_attr_i64(w, "/config", fields[i].name,
+                                     (int64_t) * (const unsigned long long *)p);
+            break;
+        case F_DBL: st = h5file_set_attr_f64(w, "/config", fields[i].name, *(const double *)p); break;
+        case F_STR: st = h5file_set_attr_str(w, "/config", fields[i].name, p); break;
+        }
+    }
+    char hidden[CONFIG_MAX_HIDDEN * 12 + 2];
+    hidden_string(c, hidden, sizeof hidden);
+    if (!st) st = h5file_set_attr_str(w, "/config", "hidden", hidden);
+    char json[16384];
+    if (!st && config_to_json(c, json, sizeof json) < sizeof json)
+        st = h5file_set_attr_str(w, "/", "config", json);
+    return st;
+}
+
+/* Rebuild the experiment fields stored in R over a copy of CUR, then name the first difference. */
+static EwcStatus check_config(const H5Reader *r, const Config *cur, const char *path) {
+    Config old = *cur;
+    EwcStatus st = EWC_OK;
+    for (size_t i = 0; i < N_FIELDS && !st; i++) {
+        char *p = (char *)&old + fields[i].offset;
+        int64_t v;
+        switch (fields[i].type) {
+        case F_INT:
+        case F_ENUM:
+            if (!(st = h5file_get_attr_i64(r, "/config", fields[i].name, &v))) *(int *)p = (int)v;
+            break;
+        case F_U64:
+            if (!(st = h5file_get_attr_i64(r, "/config", fields[i].name, &v)))
+                *(unsigned long long *)p = (unsigned long long)v;
+            break;
+        case F_DBL: st = h5file_get_attr_f64(r, "/config", fields[i].name, (double *)p); break;
+        case F_STR: st = h5file_get_attr_str(r, "/config", fields[i].name, p, CONFIG_PATH_MAX); break;
+        }
+    }
+    char stored[CONFIG_MAX_HIDDEN * 12 + 2], mine[sizeof stored];
+    if (!st) st = h5file_get_attr_str(r, "/config", "hidden", stored, sizeof stored);
+    if (st) return st;
+    hidden_string(cur, mine, sizeof mine);
+    const char *diff = strcmp(stored, mine) ? "--hidden" : config_experiment_diff(&old, cur);
+    if (diff) {
+        ewc_error_set("%s: was written with a different %s; resuming would change the experiment"
+                      " (use the original flags, or a new --out)", path, diff);
+        return EWC_EINVAL;
+    }
+    return EWC_OK;
+}
+
+/* Write a slab (n_params, layout of model.h) as GROUP/layer<K>/{W (out, in), b (out)}. */
+static EwcStatus write_slab(H5Writer *w, const ModelShape *s, const char *group, const float *slab) {
+    EwcStatus st = EWC_OK;
+    int maxw = 0;
+    for (int l = 0; l < s->n_layers; l++) {
+        int n = s->dims[l + 1] * s->dims[l];
+        maxw = n > maxw ? n : maxw;
+    }
+    float *wbuf = malloc((size_t)maxw * sizeof(float)), *bbuf = malloc(sizeof(float) * (size_t)maxw);
+    if (!wbuf || !bbuf) {
+        ewc_error_set("out of memory writing the checkpoint");
+        st = EWC_ENOMEM;
+        goto done;
+    }
+    for (int l = 0; l < s->n_layers && !st; l++) {
+        int din = s->dims[l], dout = s->dims[l + 1];
+        const float *wb = slab + s->offset[l];
+        for (int i = 0; i < dout; i++) {
+            memcpy(wbuf + (size_t)i * din, wb + (size_t)i * (din + 1), (size_t)din * sizeof(float));
+            bbuf[i] = wb[(size_t)i * (din + 1) + din];
+        }
+        char path[256];
+        uint64_t dw[2] = {(uint64_t)dout, (uint64_t)din}, db[1] = {(uint64_t)dout};
+        snprintf(path, sizeof path, "%s/layer%d/W", group, l);
+        if ((st = h5file_write_f32(w, path, wbuf, 2, dw))) break;
+        snprintf(path, sizeof path, "%s/layer%d/b", group, l);
+        st = h5file_write_f32(w, path, bbuf, 1, db);
+    }
+done:
+    free(wbuf);
+    free(bbuf);
+    return st;
+}
+
+/* Read GROUP/layer<K>/{W, b} into SLAB, checking every shape against S. */
+static EwcStatus read_slab(const H5Reader *r, const ModelShape *s, const char *group, float *slab) {
+    EwcStatus st = EWC_OK;
+    int maxw = 0;
+    for (int l = 0; l < s->n_layers; l++) {
+        int n = s->dims[l + 1] * s->dims[l];
+        maxw = n > maxw ? n : maxw;
+    }
+    float *wbuf = malloc((size_t)maxw * sizeof(float)), *bbuf = malloc(sizeof(float) * (size_t)maxw);
+    if (!wbuf || !bbuf) {
+        ewc_error_set("out of memory reading the checkpoint");
+        st = EWC_ENOMEM;
+        goto done;
+    }
+    for (int l = 0; l < s->n_layers && !st; l++) {
+        int din = s->dims[l], dout = s->dims[l + 1];
+        char path[256];
+        uint64_t dw[2] = {(uint64_t)dout, (uint64_t)din}, db[1] = {(uint64_t)dout};
+        snprintf(path, sizeof path, "%s/layer%d/W", group, l);
+        if ((st = h5file_read_f32(r, path, wbuf, 2, dw))) break;
+        snprintf(path, sizeof path, "%s/layer%d/b", group, l);
+        if ((st = h5file_read_f32(r, path, bbuf, 1, db))) break;
+        float *wb = slab + s->offset[l];
+        for (int i = 0; i < dout; i++) {
+            memcpy(wb + (size_t)i * (din + 1), wbuf + (size_t)i * din, (size_t)din * sizeof(float));
+            wb[(size_t)i * (din + 1) + din] = bbuf[i];
+        }
+    }
+done:
+    free(wbuf);
+    free(bbuf);
+    return st;
+}
+
+static EwcStatus write_task(H5Writer *w, const Trainer *t, const TaskRecord *rec) {
+    char g[64], path[96];
+    snprintf(g, sizeof g, "/tasks/%03d", rec->task);
+    snprintf(path, sizeof path, "%s/anchor", g);
+    EwcStatus st = write_slab(w, &t->shape, path, rec->anchor);
+    snprintf(path, sizeof path, "%s/fisher", g);
+    if (!st) st = write_slab(w, &t->shape, path, rec->fisher);
+    snprintf(path, sizeof path, "%s/permutation", g);
+    uint64_t dim[1] = {(uint64_t)t->dim};
+    if (!st) st = h5file_write_i32(w, path, (const int32_t *)t->perm[rec->task], 1, dim);
+    if (!st) st = h5file_set_attr_str(w, g, "fisher_kind", config_fisher_name(rec->kind));
+    if (!st) st = h5file_set_attr_i64(w, g, "fisher_samples", rec->samples);
+    return st;
+}
+
+/* Copy task K's group from the previous checkpoint R into W (read, then write). */
+static EwcStatus copy_task(H5Writer *w, const H5Reader *r, const Trainer *t, int k, float *a,
+                           float *f) {
+    char g[64], path[96], kind[32];
+    snprintf(g, sizeof g, "/tasks/%03d", k);
+    snprintf(path, sizeof path, "%s/anchor", g);
+    EwcStatus st = read_slab(r, &t->shape, path, a);
+    snprintf(path, sizeof path, "%s/fisher", g);
+    if (!st) st = read_slab(r, &t->shape, path, f);
+    int64_t samples = 0;
+    if (!st) st = h5file_get_attr_str(r, g, "fisher_kind", kind, sizeof kind);
+    if (!st) st = h5file_get_attr_i64(r, g, "fisher_samples", &samples);
+    if (st) return st;
+    TaskRecord rec = {k, a, f, t->cfg->fisher, (int)samples};
+    return write_task(w, t, &rec);
+}
+
+static EwcStatus write_state(H5Writer *w, const Trainer *t, int tasks_done) {
+    const Config *c = t->cfg;
+    int T = c->tasks;
+    EwcStatus st;
+    uint64_t np[1] = {t->shape.n_params}, tt[2] = {(uint64_t)T, (uint64_t)T}, nc[1];
+    if ((st = h5file_set_attr_str(w, "/", "format", FORMAT_NAME))) return st;
+    if ((st = h5file_set_attr_i64(w, "/", "format_version", CHECKPOINT_FORMAT_VERSION))) return st;
+    if ((st = h5file_set_attr_i64(w, "/", "tasks_done", tasks_done))) return st;
+    if ((st = h5file_set_attr_i64(w, "/", "n_params", (int64_t)t->shape.n_params))) return st;
+    if ((st = write_config(w, c))) return st;
+    if ((st = write_slab(w, &t->shape, "/model", t->params))) return st;
+
+    if ((st = h5file_set_attr_i64(w, "/state", "task", t->task))) return st;
+    if ((st = h5file_set_attr_i64(w, "/state", "epoch", t->epoch))) return st;
+    if ((st = h5file_set_attr_i64(w, "/state", "step", t->step))) return st;
+    if ((st = h5file_set_attr_i64(w, "/state", "global_step", t->global_step))) return st;
+    if ((st = h5file_set_attr_i64(w, "/state", "train_samples", t->train_samples))) return st;
+    if ((st = h5file_set_attr_f64(w, "/state", "train_seconds", t->train_seconds))) return st;
+    if ((st = h5file_set_attr_f64(w, "/state", "last_loss", t->last_loss))) return st;
+    if (t->mom && (st = h5file_write_f32(w, "/state/momentum", t->mom, 1, np))) return st;
+    if ((st = h5file_set_attr_i64(w, "/state/penalty", "tasks_done", t->pen.tasks_done))) return st;
+    if ((st = h5file_set_attr_f64(w, "/state/penalty", "c", t->pen.c))) return st;
+    if (t->pen.a && (st = h5file_write_f32(w, "/state/penalty/a", t->pen.a, 1, np))) return st;
+    if (t->pen.b && (st = h5file_write_f64(w, "/state/penalty/b", t->pen.b, 1, np))) return st;
+
+    if ((st = h5file_write_f64(w, "/metrics/initial_accuracy", t->initial_acc, 1, tt))) return st;
+    if ((st = h5file_write_f64(w, "/metrics/accuracy", t->acc, 2, tt))) return st;
+    nc[0] = (uint64_t)t->n_curve;
+    int64_t *steps = malloc(((size_t)t->n_curve + 1) * sizeof *steps);
+    int32_t *tasks = malloc(((size_t)t->n_curve + 1) * sizeof *tasks);
+    double *accs = malloc(((size_t)t->n_curve + 1) * sizeof *accs);
+    if (!steps || !tasks || !accs) {
+        ewc_error_set("out of memory writing the checkpoint");
+        st = EWC_ENOMEM;
+    }
+    for (int i = 0; !st && i < t->n_curve; i++) {
+        steps[i] = t->curve[i].step;
+        tasks[i] = t->curve[i].task;
+        accs[i] = t->curve[i].accuracy;
+    }
+    if (!st) st = h5file_set_attr_i64(w, "/metrics", "curve_points", t->n_curve);
+    if (!st && t->n_curve) {
+        if (!st) st = h5file_write_i64(w, "/metrics/curve_step", steps, 1, nc);
+        if (!st) st = h5file_write_i32(w, "/metrics/curve_task", tasks, 1, nc);
+        if (!st) st = h5file_write_f64(w, "/metrics/curve_accuracy", accs, 1, nc);
+    }
+    free(steps);
+    free(tasks);
+    free(accs);
+    return st;
+}
+
+EwcStatus checkpoint_save(const Trainer *t, const char *path, const TaskRecord *new_task) {
+    H5Writer w = {0};
+    H5Reader old = {0};
+    int tasks_done = t->pen.tasks_done, carry = new_task ? new_task->task : tasks_done;
+    float *a = NULL, *f = NULL;
+    EwcStatus st;
+    /* the finished tasks before this one live in the previous checkpoint: copy them over */
+    if (carry > 0) {
+        if ((st = h5file_open_read(&old, path))) return st;
+        int64_t old_done = 0;
+        if ((st = h5file_get_attr_i64(&old, "/", "tasks_done", &old_done))) goto fail;
+        if (old_done < carry) {
+            ewc_error_set("%s: records %lld finished tasks, expected at least %d", path,
+                          (long long)old_done, carry);
+            st = EWC_EFORMAT;
+            goto fail;
+        }
+        a = malloc(t->shape.n_params * sizeof(float));
+        f = malloc(t->shape.n_params * sizeof(float));
+        if (!a || !f) {
+            ewc_error_set("out of memory writing the checkpoint");
+            st = EWC_ENOMEM;
+            goto fail;
+        }
+    }
+    if ((st = h5file_remove_stale_temps(path))) goto fail;
+    if ((st = h5file_create_temp(&w, path))) goto fail;
+    for (int k = 0; k < carry && !st; k++) st = copy_task(&w, &old, t, k, a, f);
+    if (!st && new_task) st = write_task(&w, t, new_task);
+    if (!st) st = write_state(&w, t, tasks_done);
+    h5file_close(&old);
+    if (st) goto fail;
+    st = h5file_commit(&w);
+    free(a);
+    free(f);
+    return st;
+fail:
+    h5file_abort(&w);
+    h5file_close(&old);
+    free(a);
+    free(f);
+    return st;
+}
+
+EwcStatus checkpoint_load(Trainer *t, const char *path) {
+    H5Reader r = {0};
+    const Config *c = t->cfg;
+    int T = c->tasks;
+    char format[64];
+    int64_t version, tasks_done, np;
+    EwcStatus st = h5file_open_read(&r, path);
+    if (st) return st;
+    if ((st = h5file_get_attr_str(&r, "/", "format", format, sizeof format)) ||
+        strcmp(format, FORMAT_NAME) != 0) {
+        ewc_error_clear();
+        ewc_error_set("%s: not an ewc-train checkpoint", path);
+        st = EWC_EFORMAT;
+        goto done;
+    }
+    if ((st = h5file_get_attr_i64(&r, "/", "format_version", &version))) goto done;
+    if (version != CHECKPOINT_FORMAT_VERSION) {
+        ewc_error_set("%s: checkpoint format version %lld, this ewc-train reads version %d%s", path,
+                      (long long)version, CHECKPOINT_FORMAT_VERSION,
+                      version > CHECKPOINT_FORMAT_VERSION ? " (written by a newer ewc-train)" : "");
+        st = EWC_EFORMAT;
+        goto done;
+    }
+    if ((st = check_config(&r, c, path))) goto done;
+    if ((st = h5file_get_attr_i64(&r, "/", "tasks_done", &tasks_done))) goto done;
+    if ((st = h5file_get_attr_i64(&r, "/", "n_params", &np))) goto done;
+    if (np != (int64_t)t->shape.n_params || tasks_done < 0 || tasks_done > T) {
+        ewc_error_set("%s: inconsistent checkpoint (%lld parameters, %lld tasks done)", path,
+                      (long long)np, (long long)tasks_done);
+        st = EWC_EFORMAT;
+        goto done;
+    }
+    uint64_t npd[1] = {t->shape.n_params}, tt[2] = {(uint64_t)T, (uint64_t)T};
+    if ((st = read_slab(&r, &t->shape, "/model", t->params))) goto done;
+    int64_t task, epoch, step, gstep, samples, pen_done, n_curve;
+    if ((st = h5file_get_attr_i64(&r, "/state", "task", &task)) ||
+        (st = h5file_get_attr_i64(&r, "/state", "epoch", &epoch)) ||
+        (st = h5file_get_attr_i64(&r, "/state", "step", &step)) ||
+        (st = h5file_get_attr_i64(&r, "/state", "global_step", &gstep)) ||
+        (st = h5file_get_attr_i64(&r, "/state", "train_samples", &samples)) ||
+        (st = h5file_get_attr_f64(&r, "/state", "train_seconds", &t->train_seconds)) ||
+        (st = h5file_get_attr_f64(&r, "/state", "last_loss", &t->last_loss)) ||
+        (st = h5file_get_attr_i64(&r, "/state/penalty", "tasks_done", &pen_done)) ||
+        (st = h5file_get_attr_f64(&r, "/state/penalty", "c", &t->pen.c)) ||
+        (st = h5file_get_attr_i64(&r, "/metrics", "curve_points", &n_curve)))
+        goto done;
+    int spe = trainer_steps_per_epoch(t);
+    if (task < 0 || task > T || epoch < 0 || epoch > c->epochs || step < 0 || step > spe ||
+        gstep < 0 || pen_done != tasks_done || task < tasks_done || n_curve < 0 ||
+        n_curve > (gstep + T) * (int64_t)T) {
+        ewc_error_set("%s: inconsistent position in the sequence (task %lld, epoch %lld, step %lld)",
+                      path, (long long)task, (long long)epoch, (long long)step);
+        st = EWC_EFORMAT;
+        goto done;
+    }
+    if (t->mom && (st = h5file_read_f32(&r, "/state/momentum", t->mom, 1, npd))) goto done;
+    if (t->pen.a && (st = h5file_read_f32(&r, "/state/penalty/a", t->pen.a, 1, npd))) goto done;
+    if (t->pen.b && (st = h5file_read_f64(&r, "/state/penalty/b", t->pen.b, 1, npd))) goto done;
+    if ((st = h5file_read_f64(&r, "/metrics/initial_accuracy", t->initial_acc, 1, tt))) goto done;
+    if ((st = h5file_read_f64(&r, "/metrics/accuracy", t->acc, 2, tt))) goto done;
+    if (n_curve > 0) {
+        uint64_t nc[1] = {(uint64_t)n_curve};
+        int64_t *steps = malloc((size_t)n_curve * sizeof *steps);
+        int32_t *tasks = malloc((size_t)n_curve * sizeof *tasks);
+        double *accs = malloc((size_t)n_curve * sizeof *accs);
+        CurvePoint *curve = malloc((size_t)n_curve * sizeof *curve);
+        if (!steps || !tasks || !accs || !curve) {
+            ewc_error_set("out of memory reading the checkpoint");
+            st = EWC_ENOMEM;
+        }
+        if (!st) st = h5file_read_i64(&r, "/metrics/curve_step", steps, 1, nc);
+        if (!st) st = h5file_read_i32(&r, "/metrics/curve_task", tasks, 1, nc);
+        if (!st) st = h5file_read_f64(&r, "/metrics/curve_accuracy", accs, 1, nc);
+        for (int64_t i = 0; !st && i < n_curve; i++)
+            curve[i] = (CurvePoint){steps[i], tasks[i], accs[i]};
+        free(steps);
+        free(tasks);
+        free(accs);
+        if (st) {
+            free(curve);
+            goto done;
+        }
+        free(t->curve);
+        t->curve = curve;
+        t->n_curve = t->cap_curve = (int)n_curve;
+    }
+    t->task = (int)task;
+    t->epoch = (int)epoch;
+    t->step = (int)step;
+    t->global_step = gstep;
+    t->train_samples = samples;
+    t->pen.tasks_done = (int)pen_done;
+done:
+    h5file_close(&r);
+    return st;
+}

@@ -1,0 +1,133 @@
+/* ewc-train: train an MLP on a sequence of permuted-pixel tasks with SGD, L2, EWC or online EWC,
+ * data-parallel over MPI. Parses flags, loads data, runs the sequence, prints the results. */
+#include <cblas.h>
+#include <errno.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ewc/checkpoint.h"
+#include "ewc/config.h"
+#include "ewc/dataset.h"
+#include "ewc/dist.h"
+#include "ewc/overlap.h"
+#include "ewc/run.h"
+#include "ewc/train.h"
+
+enum { EXIT_OK = 0, EXIT_ERROR = 1, EXIT_STOPPED = 3 };
+
+/* mkdir -p DIR and check that a file can be created in it. Rank 0 only. */
+static EwcStatus prepare_out_dir(const char *dir) {
+    char path[CONFIG_PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s", dir);
+    for (char *p = path + 1;; p++) {
+        if (*p != '/' && *p != '\0') continue;
+        char saved = *p;
+        *p = '\0';
+        if (mkdir(path, 0777) != 0 && errno != EEXIST) {
+            ewc_error_set("--out %s: cannot create %s: %s", dir, path, strerror(errno));
+            return EWC_EIO;
+        }
+        *p = saved;
+        if (saved == '\0') break;
+    }
+    struct stat sb;
+    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        ewc_error_set("--out %s: not a directory", dir);
+        return EWC_EIO;
+    }
+    snprintf(path, sizeof path, "%s/.ewc-write-test", dir);
+    FILE *f = fopen(path, "w");
+    if (!f || fclose(f) != 0) {
+        ewc_error_set("--out %s: directory is not writable: %s", dir, strerror(errno));
+        return EWC_EIO;
+    }
+    unlink(path);
+    return EWC_OK;
+}
+
+static void print_matrix(const Trainer *t) {
+    int T = t->cfg->tasks;
+    printf("\naccuracy matrix R[t][j] (test accuracy on task j after training task t):\n      ");
+    for (int j = 0; j < T; j++) printf("  task%-3d", j);
+    printf("\n");
+    for (int r = 0; r < t->task; r++) {
+        printf("t=%-3d ", r);
+        for (int j = 0; j < T; j++) printf("  %.4f ", t->acc[(size_t)r * T + j]);
+        printf("\n");
+    }
+}
+
+/* Everything after flag parsing; returns the agreed status. Collective. */
+static EwcStatus train_main(const Config *cfg, MPI_Comm comm, int *reporter) {
+    int rank, size;
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &size);
+    Dataset data = {0};
+    Trainer t = {0};
+    int have_trainer = 0;
+    EwcStatus st = rank == 0 ? prepare_out_dir(cfg->out_dir) : EWC_OK;
+    if ((st = dist_agree(comm, st, reporter))) goto done;
+    st = dataset_load(&data, cfg->data_dir, cfg->train_samples, cfg->test_samples);
+    if ((st = dist_agree(comm, st, reporter))) goto done;
+    st = trainer_init(&t, cfg, &data, comm);
+    have_trainer = st == EWC_OK;
+    if ((st = dist_agree(comm, st, reporter))) goto done;
+
+    char ckpt[CONFIG_PATH_MAX + 32];
+    snprintf(ckpt, sizeof ckpt, "%s/%s", cfg->out_dir, CHECKPOINT_NAME);
+    int resume = cfg->resume && rank == 0 && access(ckpt, F_OK) == 0;
+    MPI_Bcast(&resume, 1, MPI_INT, 0, comm);
+    /* a fresh run in an old --out starts over: the old checkpoint is not this run's */
+    if (!resume && rank == 0 && unlink(ckpt) != 0 && errno != ENOENT) {
+        ewc_error_set("%s: cannot remove the previous run's checkpoint: %s", ckpt, strerror(errno));
+        st = EWC_EIO;
+    }
+    if ((st = dist_agree(comm, st, reporter))) goto done;
+    if (resume) {
+        st = checkpoint_load(&t, ckpt);
+        if ((st = dist_agree(comm, st, reporter))) goto done;
+        if (rank == 0 && !cfg->quiet)
+            printf("resuming from %s: task %d, epoch %d, step %d\n", ckpt, t.task, t.epoch, t.step);
+    }
+    if (rank == 0 && !cfg->quiet)
+        printf("ewc-train: %d tasks, method %s, %zu parameters, %d rank%s, data %s\n", cfg->tasks,
+               config_method_name(cfg->method), t.shape.n_params, size, size > 1 ? "s" : "",
+               cfg->data_dir);
+    st = run_sequence(&t);
+    st = dist_agree(comm, st, reporter);
+    if (st == EWC_OK && rank == 0 && !cfg->quiet) {
+        print_matrix(&t);
+        printf("outputs in %s/\n", cfg->out_dir);
+    }
+done:
+    if (have_trainer) trainer_free(&t);
+    dataset_free(&data);
+    return st;
+}
+
+int main(int argc, char **argv) {
+    MPI_Init(&argc, &argv);
+    MPI_Comm comm = MPI_COMM_WORLD;
+    int rank, reporter = 0;
+    MPI_Comm_rank(comm, &rank);
+    Config cfg;
+    /* every rank parses the same argv, so all of them agree on a flag error without talking */
+    EwcStatus st = config_parse(&cfg, argc, argv);
+    reporter = rank == 0;
+    if (st == EWC_OK && cfg.help) {
+        if (rank == 0) config_print_help(argv[0]);
+    } else if (st == EWC_OK && cfg.fisher_overlap[0]) {
+        st = rank == 0 ? overlap_print(cfg.fisher_overlap, stdout) : EWC_OK;
+        st = dist_agree(comm, st, &reporter);
+    } else if (st == EWC_OK) {
+        openblas_set_num_threads(cfg.threads);
+        st = train_main(&cfg, comm, &reporter);
+    }
+    if (st != EWC_OK && st != EWC_ESTOP && reporter)
+        fprintf(stderr, "ewc-train: error: %s\n", ewc_error_message());
+    MPI_Finalize();
+    return st == EWC_OK ? EXIT_OK : st == EWC_ESTOP ? EXIT_STOPPED : EXIT_ERROR;
+}

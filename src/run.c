@@ -1,0 +1,144 @@
+/* The task sequence: for each task, epochs of steps with the evaluation schedule, then the
+ * test accuracy on every task, the Fisher, the penalty update, outputs and a checkpoint. */
+#include "ewc/run.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ewc/checkpoint.h"
+#include "ewc/report.h"
+
+static EwcStatus curve_add(Trainer *t, int task, double accuracy) {
+    if (t->n_curve == t->cap_curve) {
+        int cap = t->cap_curve ? 2 * t->cap_curve : 256;
+        CurvePoint *c = realloc(t->curve, (size_t)cap * sizeof *c);
+        if (!c) {
+            ewc_error_set("out of memory for the accuracy curve");
+            return EWC_ENOMEM;
+        }
+        t->curve = c;
+        t->cap_curve = cap;
+    }
+    t->curve[t->n_curve++] = (CurvePoint){t->global_step, task, accuracy};
+    return EWC_OK;
+}
+
+/* Evaluate tasks 0..LAST into the curve at the current global step. Collective. */
+static EwcStatus curve_evaluate(Trainer *t, int last) {
+    for (int j = 0; j <= last; j++) {
+        double acc;
+        EwcStatus st = trainer_evaluate(t, j, &acc);
+        if (st || (st = curve_add(t, j, acc))) return st;
+    }
+    return EWC_OK;
+}
+
+static void format_duration(char *buf, size_t size, double seconds) {
+    long s = seconds > 0 ? (long)(seconds + 0.5) : 0;
+    snprintf(buf, size, "%ld:%02ld:%02ld", s / 3600, s / 60 % 60, s % 60);
+}
+
+/* Rank 0's files after task K-1 finished: outputs and checkpoint. Not collective. */
+static EwcStatus write_outputs(Trainer *t, int k, double wall, const TaskRecord *rec) {
+    const char *dir = t->cfg->out_dir;
+    char path[CONFIG_PATH_MAX + 32];
+    EwcStatus st;
+    if ((st = report_write_accuracy(dir, t, k))) return st;
+    if (t->cfg->eval_every && (st = report_write_curve(dir, t))) return st;
+    if ((st = report_write_summary(dir, t, k, wall))) return st;
+    snprintf(path, sizeof path, "%s/%s", dir, CHECKPOINT_NAME);
+    return checkpoint_save(t, path, rec);
+}
+
+static EwcStatus finish_task(Trainer *t, int task, float *fisher, double t_start) {
+    const Config *c = t->cfg;
+    int T = c->tasks, used = 0;
+    EwcStatus st;
+    for (int j = 0; j < T; j++)
+        if ((st = trainer_evaluate(t, j, &t->acc[(size_t)task * T + j]))) return st;
+    if (c->eval_every && (t->n_curve == 0 || t->curve[t->n_curve - 1].step != t->global_step))
+        if ((st = curve_evaluate(t, task))) return st;
+    /* the Fisher of every task, whatever the method: the checkpoint keeps it for analysis */
+    if ((st = trainer_fisher(t, task, c->fisher, c->fisher_samples, fisher, &used))) return st;
+    penalty_add_task(&t->pen, fisher, t->params);
+    t->task = task + 1;
+    t->epoch = t->step = 0;
+    TaskRecord rec = {task, t->params, fisher, c->fisher, used};
+    st = EWC_OK;
+    if (t->dist.rank == 0) st = write_outputs(t, task + 1, MPI_Wtime() - t_start, &rec);
+    return dist_agree(t->dist.comm, st, NULL);
+}
+
+static void warn_stability(const Trainer *t, int task) {
+    const Config *c = t->cfg;
+    if (t->dist.rank != 0 || !penalty_active(&t->pen) || c->penalty_step == PENALTY_IMPLICIT) return;
+    double k = c->lr * c->lambda * penalty_max_a(&t->pen);
+    if (k >= 2.0)
+        fprintf(stderr, "ewc-train: warning: task %d: lr * lambda * max(F) = %.3g >= 2, explicit "
+                "penalty steps may diverge (use --penalty-step implicit or a smaller --lambda)\n",
+                task, k);
+}
+
+EwcStatus run_sequence(Trainer *t) {
+    const Config *c = t->cfg;
+    int T = c->tasks, E = c->epochs, spe = trainer_steps_per_epoch(t), N = t->data->train.n;
+    int root = t->dist.rank == 0;
+    double t_start = MPI_Wtime();
+    long long steps_total = (long long)T * E * spe, steps_at_start = t->global_step;
+    EwcStatus st = EWC_OK;
+    float *fisher = malloc(t->shape.n_params * sizeof(float));
+    if (!fisher) {
+        ewc_error_set("out of memory for the Fisher");
+        return EWC_ENOMEM;
+    }
+    if (t->global_step == 0 && t->task == 0)
+        for (int j = 0; j < T && !st; j++) st = trainer_evaluate(t, j, &t->initial_acc[j]);
+    if (st) goto done;
+
+    for (int task = t->task; task < T; task++) {
+        warn_stability(t, task);
+        for (int epoch = t->epoch; epoch < E; epoch++) {
+            trainer_begin_epoch(t, task, epoch);
+            double loss_sum = 0.0, e_train = t->train_seconds;
+            long long e_samples = t->train_samples;
+            int e_steps = 0;
+            for (int step = t->step; step < spe; step++) {
+                double loss, s_start = MPI_Wtime();
+                if ((st = trainer_step(t, task, epoch, step, &loss))) goto done;
+                t->train_seconds += MPI_Wtime() - s_start;
+                t->train_samples += N - step * c->batch < c->batch ? N - step * c->batch : c->batch;
+                t->last_loss = loss;
+                loss_sum += loss;
+                e_steps++;
+                t->global_step++;
+                t->step = step + 1;
+                if (c->eval_every && t->global_step % c->eval_every == 0)
+                    if ((st = curve_evaluate(t, task))) goto done;
+            }
+            t->epoch = epoch + 1;
+            t->step = 0;
+            if (root && !c->quiet) {
+                double wall = MPI_Wtime() - t_start, dt = t->train_seconds - e_train;
+                long long done_steps = t->global_step - steps_at_start;
+                char eta[32];
+                format_duration(eta, sizeof eta,
+                                done_steps ? wall / done_steps * (steps_total - t->global_step) : 0);
+                printf("task %d/%d  epoch %d/%d  loss %.4f  %.0f samples/s  ETA %s\n", task + 1, T,
+                       epoch + 1, E, e_steps ? loss_sum / e_steps : 0.0,
+                       dt > 0 ? (t->train_samples - e_samples) / dt : 0.0, eta);
+                fflush(stdout);
+            }
+        }
+        if ((st = finish_task(t, task, fisher, t_start))) goto done;
+        if (root && !c->quiet) {
+            printf("after task %d:", task);
+            for (int j = 0; j < T; j++) printf(" %.4f", t->acc[(size_t)task * T + j]);
+            printf("\n");
+            fflush(stdout);
+        }
+    }
+done:
+    free(fisher);
+    return st;
+}
