@@ -18,8 +18,8 @@
 #define IDX_MAX_BYTES (1ull << 31)
 /* gzread takes an unsigned and returns an int: keep every request well inside INT_MAX. */
 #define IDX_READ_CHUNK (1u << 30)
-/* For gzip the real size is unknown until the end, so grow towards the declared size instead of
- * trusting it: a tiny file claiming 2 GiB then fails after reading, not after allocating 2 GiB. */
+/* For gzip (or a pipe) the real size is unknown until the end, so grow towards the declared size
+ * instead of trusting it: a tiny file claiming 2 GiB fails after reading, without allocating it. */
 #define IDX_GZ_INITIAL (1u << 20)
 
 static const char *idx_type_name(unsigned t) {
@@ -219,7 +219,8 @@ EwcStatus idx_read(IdxArray *out, const char *path, int expect_ndim) {
 
     /* A raw regular file's size is known: settle truncation and trailing bytes before
      * allocating anything. */
-    if (is_raw && S_ISREG(sb.st_mode)) {
+    const int size_known = is_raw && S_ISREG(sb.st_mode);
+    if (size_known) {
         unsigned long long have = (unsigned long long)sb.st_size - header_bytes;
         if (have < total) {
             ewc_error_set("%s: truncated: expected %llu %s bytes, got %llu", path, total, kind,
@@ -235,9 +236,9 @@ EwcStatus idx_read(IdxArray *out, const char *path, int expect_ndim) {
         }
     }
 
-    /* Raw: the size is verified, allocate it all. Gzip: grow geometrically up to the cap. */
+    /* Size verified: allocate it all. Gzip (or a pipe): grow geometrically up to the cap. */
     unsigned long long cap = total;
-    if (!is_raw && cap > IDX_GZ_INITIAL) cap = IDX_GZ_INITIAL;
+    if (!size_known && cap > IDX_GZ_INITIAL) cap = IDX_GZ_INITIAL;
     data = malloc(cap);
     if (!data) {
         ewc_error_set("%s: out of memory for %llu bytes", path, cap);

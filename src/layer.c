@@ -41,7 +41,7 @@ void relu_dropout_forward(float *h, int n, int d, int ld, int relu, float p, uin
     for (int i = 0; i < n; i++) {
         float *row = h + (size_t)i * ld;
         if (relu)
-            for (int j = 0; j < d; j++) row[j] = row[j] > 0.0f ? row[j] : 0.0f;
+            for (int j = 0; j < d; j++) row[j] = fmaxf(row[j], 0.0f);
         if (p <= 0.0f) continue;
         /* keep unit j iff its uniform draw is >= p; four units per Philox call */
         float scale = 1.0f / (1.0f - p);
@@ -56,13 +56,15 @@ void relu_dropout_forward(float *h, int n, int d, int ld, int relu, float p, uin
     }
 }
 
+/* Branch-free (a select, not a jump): whether a ReLU is active is a coin flip the branch
+ * predictor loses, and this loop is otherwise a tenth of a training step. */
+static void relu_mask_row(float *restrict drow, const float *restrict hrow, int d, float scale) {
+    for (int j = 0; j < d; j++) drow[j] *= hrow[j] > 0.0f ? scale : 0.0f;
+}
+
 void relu_dropout_backward(float *delta, const float *h, int n, int d, int ld, float p) {
     float scale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
-    for (int i = 0; i < n; i++) {
-        float *drow = delta + (size_t)i * d;
-        const float *hrow = h + (size_t)i * ld;
-        for (int j = 0; j < d; j++) drow[j] = hrow[j] > 0.0f ? drow[j] * scale : 0.0f;
-    }
+    for (int i = 0; i < n; i++) relu_mask_row(delta + (size_t)i * d, h + (size_t)i * ld, d, scale);
 }
 
 /* Stable softmax of one row; returns log of the normaliser relative to the max, and the max. */

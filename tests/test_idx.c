@@ -385,6 +385,23 @@ static void test_trailing_bytes(void **state) {
     free(b.p);
 }
 
+/* Z (a gzip file without optional header fields) with a PAD-byte comment inserted in its
+ * header, which shifts the compressed data by PAD bytes without changing its content. */
+static Bytes gz_with_comment(const Bytes *z, size_t pad) {
+    assert_true(z->n > 18 && pad >= 1);
+    assert_int_equal(z->p[3], 0); /* FLG: no optional fields yet */
+    Bytes out = {NULL, 0};
+    bytes_put(&out, z->p, 10);
+    out.p[3] = 0x10; /* FCOMMENT: a NUL-terminated string follows the fixed header */
+    uint8_t *comment = calloc(pad, 1);
+    assert_non_null(comment);
+    memset(comment, 'x', pad - 1);
+    bytes_put(&out, comment, pad);
+    free(comment);
+    bytes_put(&out, z->p + 10, z->n - 10);
+    return out;
+}
+
 static void test_corrupt_gzip(void **state) {
     Fixture *fx = *state;
     const uint32_t dims[3] = {40, 28, 28};
@@ -421,24 +438,17 @@ static void test_corrupt_gzip(void **state) {
     for (size_t i = 16; i < big.n; i++) big.p[i] = (uint8_t)test_rng_next(&seed);
     file_write_gz(fx_path(fx, "big.gz"), big.p, big.n);
     Bytes bz = file_slurp(fx->path);
-    assert_int_equal(bz.p[3], 0); /* no optional header fields yet */
     size_t pad = (131072 - (bz.n - 8) % 131072) % 131072;
     if (pad == 0) pad = 131072;
-    Bytes padded = {NULL, 0};
-    bytes_put(&padded, bz.p, 10);
-    padded.p[3] |= 0x10; /* FCOMMENT: a NUL-terminated string follows the fixed header */
-    uint8_t *comment = calloc(pad, 1);
-    assert_non_null(comment);
-    memset(comment, 'x', pad - 1);
-    bytes_put(&padded, comment, pad);
-    bytes_put(&padded, bz.p + 10, bz.n - 10);
+    Bytes padded = gz_with_comment(&bz, pad);
     assert_int_equal((padded.n - 8) % 131072, 0);
     file_write_raw(fx_path(fx, "big-padded.gz"), padded.p, padded.n);
     expect_good(fx->path, 3, big_dims, &big);
-    padded.p[padded.n - 6] ^= 0x80;
+    free(padded.p);
+    bz.p[bz.n - 6] ^= 0x80; /* a CRC-32 byte */
+    padded = gz_with_comment(&bz, pad);
     file_write_raw(fx_path(fx, "big-bad-crc.gz"), padded.p, padded.n);
     expect_failure(fx->path, 3, EWC_EFORMAT, "incorrect data check");
-    free(comment);
     free(padded.p);
     free(bz.p);
     free(big.p);

@@ -18,7 +18,8 @@ typedef struct {
 
 typedef struct {
     Split train, test;
-    int n_classes;  /* 1 + the largest label seen in either split */
+    int n_classes;  /* 1 + the largest label in either split's file (before any MAX_TRAIN /
+                     * MAX_TEST limit, so the limits never change the model's shape) */
 } Dataset;
 
 /* Load DIR/{train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte,

@@ -1,5 +1,6 @@
 /* Reader for IDX files (the MNIST family's format), raw or gzip-compressed.
- * Every size in the header is validated against the file before anything is allocated. */
+ * The header is validated (and, for a raw file, checked against the file size) before anything
+ * is allocated; a gzip payload must decompress to exactly the declared size. */
 #ifndef EWC_IDX_H
 #define EWC_IDX_H
 
