@@ -17,9 +17,10 @@
 #include "ewc/dist.h"
 #include "ewc/overlap.h"
 #include "ewc/run.h"
+#include "ewc/signals.h"
 #include "ewc/train.h"
 
-enum { EXIT_OK = 0, EXIT_ERROR = 1, EXIT_STOPPED = 3 };
+enum { EXIT_OK = 0, EXIT_ERROR = 1, EXIT_STOPPED = SIGNALS_EXIT_STOPPED };
 
 /* mkdir -p DIR and check that a file can be created in it. Rank 0 only. */
 static EwcStatus prepare_out_dir(const char *dir) {
@@ -123,6 +124,7 @@ static void flush_subnormals(void) {
 int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
     flush_subnormals();
+    signals_install();
     MPI_Comm comm = MPI_COMM_WORLD;
     int rank, reporter = 0;
     MPI_Comm_rank(comm, &rank);

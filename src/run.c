@@ -8,6 +8,7 @@
 
 #include "ewc/checkpoint.h"
 #include "ewc/report.h"
+#include "ewc/signals.h"
 
 static EwcStatus curve_add(Trainer *t, int task, double accuracy) {
     if (t->n_curve == t->cap_curve) {
@@ -49,6 +50,17 @@ static EwcStatus write_outputs(Trainer *t, int k, double wall, const TaskRecord 
     if ((st = report_write_summary(dir, t, k, wall))) return st;
     snprintf(path, sizeof path, "%s/%s", dir, CHECKPOINT_NAME);
     return checkpoint_save(t, path, rec);
+}
+
+/* A mid-task checkpoint at the current position (written by rank 0). Collective. */
+static EwcStatus save_position(Trainer *t) {
+    EwcStatus st = EWC_OK;
+    if (t->dist.rank == 0) {
+        char path[CONFIG_PATH_MAX + 32];
+        snprintf(path, sizeof path, "%s/%s", t->cfg->out_dir, CHECKPOINT_NAME);
+        st = checkpoint_save(t, path, NULL);
+    }
+    return dist_agree(t->dist.comm, st, NULL);
 }
 
 static EwcStatus finish_task(Trainer *t, int task, float *fisher, double t_start) {
@@ -115,6 +127,19 @@ EwcStatus run_sequence(Trainer *t) {
                 t->step = step + 1;
                 if (c->eval_every && t->global_step % c->eval_every == 0)
                     if ((st = curve_evaluate(t, task))) goto done;
+                /* step boundary: the state is complete here, so a checkpoint can resume it */
+                int stop = signals_stop_requested(t->dist.comm);
+                if (stop || (c->checkpoint_every && t->global_step % c->checkpoint_every == 0)) {
+                    if ((st = save_position(t))) goto done;
+                    if (stop) {
+                        if (root)
+                            fprintf(stderr, "ewc-train: stopped by a signal at task %d, epoch %d, "
+                                    "step %d; checkpoint written, continue with --resume\n",
+                                    task, epoch, t->step);
+                        st = EWC_ESTOP;
+                        goto done;
+                    }
+                }
             }
             t->epoch = epoch + 1;
             t->step = 0;

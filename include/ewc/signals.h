@@ -1,0 +1,20 @@
+/* signals.h: graceful stop on SIGTERM, SIGINT and SIGUSR1 (what Slurm sends before a time
+ * limit): the first signal asks the run to checkpoint at the next step boundary and exit with
+ * status 3; a second one exits at once (the last complete checkpoint stays in place). */
+#ifndef EWC_SIGNALS_H
+#define EWC_SIGNALS_H
+
+#include <mpi.h>
+
+#define SIGNALS_EXIT_STOPPED 3 /* checkpoint written: requeue and run again with --resume */
+
+/* Install the handlers (call once, after MPI_Init so they replace any MPI default). */
+void signals_install(void);
+
+/* Whether a stop was requested on ANY rank; all ranks get the same answer. Collective. */
+int signals_stop_requested(MPI_Comm comm);
+
+/* Ask for a stop as if a signal had arrived on this rank (tests). */
+void signals_request_stop(void);
+
+#endif
