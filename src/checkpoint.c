@@ -194,6 +194,43 @@ static EwcStatus copy_task(H5Writer *w, const H5Reader *r, const Trainer *t, int
     return write_task(w, t, &rec);
 }
 
+/* The records of the TASKS_DONE finished tasks, which the next save copies over: check their
+ * shapes and attributes (metadata only) so a damaged one is refused at load time, not after the
+ * next task's training. */
+static EwcStatus check_tasks(const H5Reader *r, const Trainer *t, int tasks_done, const char *path) {
+    const ModelShape *s = &t->shape;
+    EwcStatus st;
+    for (int k = 0; k < tasks_done; k++) {
+        char g[64], p[128], kind[32];
+        int64_t samples;
+        uint64_t dims[H5FILE_MAX_RANK];
+        int rank;
+        snprintf(g, sizeof g, "/tasks/%03d", k);
+        for (int part = 0; part < 2; part++)
+            for (int l = 0; l < s->n_layers; l++)
+                for (int is_b = 0; is_b < 2; is_b++) {
+                    snprintf(p, sizeof p, "%s/%s/layer%d/%s", g, part ? "fisher" : "anchor", l,
+                             is_b ? "b" : "W");
+                    if ((st = h5file_dims(r, p, &rank, dims))) return st;
+                    if (rank != 2 - is_b || dims[0] != (uint64_t)s->dims[l + 1] ||
+                        (!is_b && dims[1] != (uint64_t)s->dims[l])) {
+                        ewc_error_set("%s: %s has the wrong shape for this model", path, p);
+                        return EWC_EFORMAT;
+                    }
+                }
+        snprintf(p, sizeof p, "%s/permutation", g);
+        if ((st = h5file_dims(r, p, &rank, dims))) return st;
+        if (rank != 1 || dims[0] != (uint64_t)t->dim) {
+            ewc_error_set("%s: %s has the wrong shape for this model", path, p);
+            return EWC_EFORMAT;
+        }
+        if ((st = h5file_get_attr_str(r, g, "fisher_kind", kind, sizeof kind)) ||
+            (st = h5file_get_attr_i64(r, g, "fisher_samples", &samples)))
+            return st;
+    }
+    return EWC_OK;
+}
+
 static EwcStatus write_state(H5Writer *w, const Trainer *t, int tasks_done) {
     const Config *c = t->cfg;
     int T = c->tasks;
@@ -323,6 +360,7 @@ EwcStatus checkpoint_load(Trainer *t, const char *path) {
         goto done;
     }
     uint64_t npd[1] = {t->shape.n_params}, tt[2] = {(uint64_t)T, (uint64_t)T};
+    if ((st = check_tasks(&r, t, (int)tasks_done, path))) goto done;
     if ((st = read_slab(&r, &t->shape, "/model", t->params))) goto done;
     int64_t task, epoch, step, gstep, samples, pen_done, n_curve;
     if ((st = h5file_get_attr_i64(&r, "/state", "task", &task)) ||

@@ -122,9 +122,12 @@ static void flush_subnormals(void) {
 }
 
 int main(int argc, char **argv) {
-    MPI_Init(&argc, &argv);
-    flush_subnormals();
+    /* before MPI_Init too: a requeue signal can come while MPI starts up (the default action
+     * would kill the process), and again after, in case the MPI library installed its own */
     signals_install();
+    MPI_Init(&argc, &argv);
+    signals_install();
+    flush_subnormals();
     MPI_Comm comm = MPI_COMM_WORLD;
     int rank, reporter = 0;
     MPI_Comm_rank(comm, &rank);

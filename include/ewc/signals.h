@@ -8,7 +8,7 @@
 
 #define SIGNALS_EXIT_STOPPED 3 /* checkpoint written: requeue and run again with --resume */
 
-/* Install the handlers (call once, after MPI_Init so they replace any MPI default). */
+/* Install the handlers (before MPI_Init, and again after it in case MPI replaced them). */
 void signals_install(void);
 
 /* Whether a stop was requested on ANY rank; all ranks get the same answer. Collective. */

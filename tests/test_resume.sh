@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Issue "resume": the same results, bit for bit, for 1, 2 and 4 ranks, and after runs stopped by
+# signals or killed with SIGKILL at arbitrary points and resumed with --resume.
+set -uo pipefail
+train=${EWC_TRAIN:-$1/ewc-train}
+tools=${EWC_SOURCE_DIR:-$(dirname "$0")/..}/tests/tools
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
+work=$(mktemp -d)
+trap '[ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
+passed=0 failed=0
+check() { # NAME COMMAND...: run a check, count and report it
+    local name=$1; shift
+    if "$@" > "$work/check.log" 2>&1; then
+        passed=$((passed + 1)); echo "ok - $name"
+    else
+        failed=$((failed + 1)); echo "not ok - $name"; sed 's/^/    /' "$work/check.log"
+    fi
+}
+
+# A small experiment that still takes a few seconds, so that signals land mid-task: every
+# stateful feature is on (EWC penalty, momentum, both dropouts, a curve, a partial last batch).
+args=(--tasks 3 --hidden 256,128 --epochs 2 --batch 96 --train-samples 20050 --test-samples 1000
+      --method ewc --lambda 20 --momentum 0.5 --lr 0.05 --dropout 0.2 --dropout-input 0.1
+      --eval-every 40 --fisher-samples 3000 --quiet)
+start=$(date +%s.%N)
+timeout 300 "$train" "${args[@]}" --out "$work/ref" > /dev/null 2>&1
+ref_seconds=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')
+check "reference run finishes" test -f "$work/ref/summary.json"
+
+for np in 2 4; do
+    timeout 300 mpirun -np $np --oversubscribe "$train" "${args[@]}" --out "$work/np$np" >/dev/null 2>&1
+    check "$np ranks give bit-identical outputs to 1 rank" "$tools/same_outputs.py" "$work/ref" "$work/np$np"
+done
+
+# Interrupt a run at random moments (three times, then let it finish); count the interruptions.
+# LAUNCH is the command prefix, SIG the signal, EXPECT the exit status of an interrupted run.
+interrupt_until_done() {
+    local out=$1 sig=$2 expect=$3; shift 3
+    local stops=0 rc
+    for attempt in $(seq 1 40); do
+        "$@" "${args[@]}" --out "$out" --resume > /dev/null 2>> "$out.err" &
+        local pid=$!
+        if [ "$stops" -ge 3 ]; then wait "$pid"; rc=$?; echo "$stops"; return "$rc"; fi
+        # a random moment in the first half of a whole run: each attempt gets a bit further
+        sleep "$(awk -v s=$RANDOM -v t="$ref_seconds" 'BEGIN { print t * (0.1 + (s % 1000) / 2500) }')"
+        kill -"$sig" "$pid" 2> /dev/null
+        # a stopped run must exit soon: a watchdog turns a hang into a failure
+        ( sleep 120; kill -9 "$pid" 2> /dev/null ) &
+        local watchdog=$!
+        wait "$pid"; rc=$?
+        kill "$watchdog" 2> /dev/null; wait "$watchdog" 2> /dev/null
+        if [ "$rc" -eq 0 ]; then echo "$stops"; return 0; fi
+        [ "$rc" -eq "$expect" ] || { echo "attempt $attempt exited $rc, expected $expect" >&2; return 1; }
+        stops=$((stops + 1))
+    done
+    echo "not finished after 40 attempts" >&2; return 1
+}
+
+stops=$(interrupt_until_done "$work/sig1" USR1 3 "$train" 2> "$work/sig1.log")
+check "SIGUSR1 at random steps, 1 rank: stopped at least twice (got ${stops:-0})" test "${stops:-0}" -ge 2
+check "SIGUSR1 + resume gives bit-identical outputs" "$tools/same_outputs.py" "$work/ref" "$work/sig1"
+
+# under mpirun: SIGUSR1 to mpirun reaches every rank; all stop at the same step, none hangs
+stops=$(interrupt_until_done "$work/sig2" USR1 3 mpirun -np 2 --oversubscribe "$train" 2> "$work/sig2.log")
+check "SIGUSR1 under mpirun -np 2: stopped at least twice (got ${stops:-0})" test "${stops:-0}" -ge 2
+check "mpirun stop + resume gives bit-identical outputs" "$tools/same_outputs.py" "$work/ref" "$work/sig2"
+check "every stop was announced once, naming the step" \
+    bash -c "[ \$(grep -c 'stopped by a signal at task' '$work/sig2.err') -eq ${stops:-0} ]"
+
+# SIGKILL gives no chance to save: frequent mid-task checkpoints bound the lost work, and a
+# kill during a checkpoint write must leave the previous complete checkpoint in place.
+mkdir -p "$work/kill"
+touch "$work/kill/checkpoint.h5.tmp.999999.1"   # a stale temp from an earlier crash
+args+=(--checkpoint-every 13)
+stops=$(interrupt_until_done "$work/kill" KILL 137 "$train" 2> "$work/kill.log")
+check "SIGKILL at random steps: killed at least twice (got ${stops:-0})" test "${stops:-0}" -ge 2
+check "SIGKILL + resume gives bit-identical outputs" "$tools/same_outputs.py" "$work/ref" "$work/kill"
+check "stale temporary checkpoint files are cleaned up" \
+    bash -c "! ls '$work/kill' | grep -q 'checkpoint.h5.tmp'"
+
+# a second signal exits at once (status 128 + signal), leaving a readable checkpoint
+"$train" "${args[@]}" --out "$work/twice" > /dev/null 2>&1 &
+pid=$!
+sleep "$(awk -v t="$ref_seconds" 'BEGIN { print t / 3 }')"; kill -TERM $pid; kill -TERM $pid
+wait $pid; rc=$?
+check "a second signal exits at once (status $rc)" bash -c "[ $rc -eq 143 ] || [ $rc -eq 3 ]"
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
