@@ -190,7 +190,11 @@ static EwcStatus copy_task(H5Writer *w, const H5Reader *r, const Trainer *t, int
     if (!st) st = h5file_get_attr_str(r, g, "fisher_kind", kind, sizeof kind);
     if (!st) st = h5file_get_attr_i64(r, g, "fisher_samples", &samples);
     if (st) return st;
-    TaskRecord rec = {k, a, f, t->cfg->fisher, (int)samples};
+    /* keep the kind recorded with the task (a resume requires the same --fisher anyway) */
+    FisherKind fk = t->cfg->fisher;
+    for (int i = FISHER_EMPIRICAL; i <= FISHER_EXPECTED; i++)
+        if (strcmp(kind, config_fisher_name((FisherKind)i)) == 0) fk = (FisherKind)i;
+    TaskRecord rec = {k, a, f, fk, (int)samples};
     return write_task(w, t, &rec);
 }
 

@@ -27,7 +27,10 @@ EwcStatus trainer_init(Trainer *t, const Config *cfg, const Dataset *data, MPI_C
         quantum = tile_probe_quantum(&t->shape, cfg->batch);
         if (quantum == 0) quantum = cfg->batch; /* no exact split: whole batches per rank */
         /* ranks may differ only on heterogeneous nodes; the largest quantum is then the safest */
-        MPI_Allreduce(MPI_IN_PLACE, &quantum, 1, MPI_INT, MPI_MAX, comm);
+        if (MPI_Allreduce(MPI_IN_PLACE, &quantum, 1, MPI_INT, MPI_MAX, comm) != MPI_SUCCESS) {
+            ewc_error_set("MPI_Allreduce of the BLAS row quantum failed");
+            return EWC_EMPI;
+        }
     }
     if ((st = dist_init(&t->dist, comm, &t->shape, quantum))) return st;
     size_t np = t->shape.n_params;

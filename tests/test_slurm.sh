@@ -50,7 +50,7 @@ stop_all() {
         [ $alive -eq 0 ] && break
         sleep 0.2
     done
-    if [ "$fail" -eq 0 ]; then rm -rf "$tmp"; else echo "test_slurm: kept $tmp (logs in $tmp/log)"; fi
+    if [ "$fail" -eq 0 ] && [ -z "${EWC_TEST_KEEP:-}" ]; then rm -rf "$tmp"; else echo "test_slurm: kept $tmp (logs in $tmp/log)"; fi
 }
 trap stop_all EXIT
 

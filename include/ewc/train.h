@@ -56,7 +56,7 @@ typedef struct {
 } Trainer;
 
 /* Allocate and initialise a run from CFG and DATA on COMM (every rank holds the whole dataset).
- * Not collective (no communication), but every rank must call it with the same arguments. */
+ * Collective: the ranks agree on the BLAS row quantum (tile.h), so all must call it. */
 EwcStatus trainer_init(Trainer *t, const Config *cfg, const Dataset *data, MPI_Comm comm);
 void trainer_free(Trainer *t);
 
