@@ -24,7 +24,8 @@
 # (not --full: the ranks would get the signal twice, and a second signal stops them at once).
 # Exit status of the trainer -> action:
 #   0  finished          -> exit 0
-#   3  stopped by signal -> scontrol requeue $SLURM_JOB_ID (the job restarts with --resume), exit 3
+#   3  stopped by signal -> scontrol requeue the job (or array task), which restarts with --resume;
+#                           exit 3
 #   *  failed            -> exit with that status, no requeue
 set -euo pipefail
 
@@ -43,17 +44,18 @@ else
     cmd=("$@")
 fi
 
-out="" resume=0
+out="" resume=0 threads=0
 for ((i = 1; i < ${#cmd[@]}; i++)); do
     case "${cmd[i]}" in
         --out) out="${cmd[i+1]:-}" ;;
         --out=*) out="${cmd[i]#--out=}" ;;
         --resume) resume=1 ;;
+        --threads|--threads=*) threads=1 ;;
     esac
 done
 [ -n "$out" ] || die "the trainer command has no --out DIR (the checkpoint that requeued jobs resume from lives there)"
 [ "$resume" -eq 1 ] || cmd+=(--resume)
-if [ -n "${SLURM_CPUS_PER_TASK:-}" ] && ! printf '%s\n' "${cmd[@]}" | grep -q -- '^--threads'; then
+if [ -n "${SLURM_CPUS_PER_TASK:-}" ] && [ "$threads" -eq 0 ]; then
     cmd+=(--threads "$SLURM_CPUS_PER_TASK")     # BLAS threads per rank = CPUs Slurm gave each task
 fi
 export OPENBLAS_NUM_THREADS="${SLURM_CPUS_PER_TASK:-1}" OMP_NUM_THREADS=1
@@ -73,6 +75,7 @@ mkdir -p "$out"
 say "start (restart ${SLURM_RESTART_COUNT:-0}) on $(hostname), $ntasks rank(s): ${launch[*]} ${cmd[*]}"
 
 child="" pending="" forwarded=0
+# shellcheck disable=SC2317  # called by the trap
 forward() {   # forward the time-limit warning to the launcher (or as soon as it has started), once:
     # a second signal would make the trainer quit without its checkpoint, and scancel may deliver
     # one signal several times (see README.md)
@@ -100,8 +103,12 @@ case "$rc" in
     0) say "run finished (exit 0)"; exit 0 ;;
     3)
         [ -n "${SLURM_JOB_ID:-}" ] || { say "stopped with a checkpoint (exit 3), not under Slurm: no requeue"; exit 3; }
-        say "stopped with a checkpoint (exit 3): requeueing job $SLURM_JOB_ID"
-        scontrol requeue "$SLURM_JOB_ID" || say "scontrol requeue $SLURM_JOB_ID failed (job cancelled?)"
+        # an array task's own id is ARRAYJOB_TASK: the last task's SLURM_JOB_ID is the array's id,
+        # and requeueing that would requeue every task of the array
+        job="$SLURM_JOB_ID"
+        [ -z "${SLURM_ARRAY_JOB_ID:-}" ] || job="${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"
+        say "stopped with a checkpoint (exit 3): requeueing job $job"
+        scontrol requeue "$job" || say "scontrol requeue $job failed (job cancelled?)"
         exit 3 ;;
     *) say "trainer failed (exit $rc), not requeueing"; exit "$rc" ;;
 esac

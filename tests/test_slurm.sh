@@ -36,27 +36,34 @@ tmp=$(mktemp -d /tmp/ewc-slurm.XXXXXX)
 chmod 755 "$tmp"
 mkdir -p "$tmp/munge" "$tmp/state" "$tmp/spool" "$tmp/log"
 export SLURM_CONF="$tmp/slurm.conf"
+# stop_daemon PIDFILE: SIGTERM, wait up to 15 s, then SIGKILL (only the daemons this test started)
+# shellcheck disable=SC2317  # called by the trap
+stop_daemon() {
+    local pid
+    pid=$(cat "$1" 2>/dev/null) || return 0
+    kill "$pid" 2>/dev/null || return 0
+    for _ in $(seq 75); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.2; done
+    echo "test_slurm: $1: pid $pid did not stop on SIGTERM, killing it" >&2
+    kill -KILL "$pid" 2>/dev/null || true
+}
+# shellcheck disable=SC2317  # called by the trap
 stop_all() {
     set +e
     if [ -f "$tmp/slurmctld.pid" ]; then scancel --full --signal=KILL --quiet -u "$(id -un)" 2>/dev/null; sleep 1; fi
-    for p in slurmd slurmctld munge/munged; do
-        [ -f "$tmp/$p.pid" ] && kill "$(cat "$tmp/$p.pid")" 2>/dev/null
-    done
-    for _ in $(seq 50); do
-        alive=0
-        for p in slurmd slurmctld munge/munged; do
-            [ -f "$tmp/$p.pid" ] && kill -0 "$(cat "$tmp/$p.pid")" 2>/dev/null && alive=1
-        done
-        [ $alive -eq 0 ] && break
-        sleep 0.2
-    done
+    # slurmd first, munged last: slurmctld talks to both while it shuts down
+    stop_daemon "$tmp/slurmd.pid"
+    stop_daemon "$tmp/slurmctld.pid"
+    stop_daemon "$tmp/munge/munged.pid"
     if [ "$fail" -eq 0 ] && [ -z "${EWC_TEST_KEEP:-}" ]; then rm -rf "$tmp"; else echo "test_slurm: kept $tmp (logs in $tmp/log)"; fi
 }
 trap stop_all EXIT
 
-host=$(hostname)
-mem=$(free -m | awk '/^Mem:/ { print int($2 * 0.9) }')
-port=$((20000 + RANDOM % 20000))
+host=$(hostname -s)   # slurmd knows itself by the short name; addresses are pinned to localhost
+mem=$(awk '/^MemTotal:/ { print int($2 / 1024 * 0.9) }' /proc/meminfo)   # MB, as free -m
+port=$((20000 + RANDOM % 10000))
+if command -v ss >/dev/null; then
+    while ss -Hltn | awk '{ print $4 }' | grep -qE ":($port|$((port + 1)))\$"; do port=$((port + 2)); done
+fi
 head -c 1024 /dev/urandom > "$tmp/munge/munge.key"
 chmod 700 "$tmp/munge"
 chmod 600 "$tmp/munge/munge.key"
@@ -68,7 +75,7 @@ chmod 755 "$tmp/munge"   # clients (sbatch, srun) must reach the socket
 # cred_expire is also how long a requeued job waits before it may start again (default 120 s).
 cat > "$SLURM_CONF" <<EOF
 ClusterName=ewctest
-SlurmctldHost=$host
+SlurmctldHost=$host(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 SlurmctldPort=$port
@@ -96,7 +103,7 @@ MpiDefault=none
 MailProg=/bin/true
 KillWait=10
 MinJobAge=600
-NodeName=$host CPUs=$(nproc) RealMemory=$mem State=UNKNOWN
+NodeName=$host NodeAddr=127.0.0.1 CPUs=$(nproc) RealMemory=$mem State=UNKNOWN
 PartitionName=test Nodes=$host Default=YES MaxTime=INFINITE State=UP
 EOF
 slurmctld -f "$SLURM_CONF"
@@ -121,8 +128,8 @@ cat > "$tmp/sweep.ini" <<EOF
 data = ${EWC_TEST_DATA:-/usr/share/datasets/fashion-mnist}
 tasks = 5
 hidden = 400,400
-train-samples = 10000
-test-samples = 1000
+train-samples = 8000
+test-samples = 500
 eval-every = 50
 lambda = 10
 penalty-step = implicit
@@ -148,7 +155,7 @@ check "ewc-sweep submit made an array job ($array)" test -n "$array"
 mapfile -t points < <(point_dirs "$tmp/slurm")
 check "the sweep has 4 points" test "${#points[@]}" -eq 4
 
-# Once a running point has finished its first task (first checkpoint), send it the time-limit warning
+# Once the trainer of a running point has started (its banner is in the log), send it the time-limit warning
 # the way Slurm's --signal=B:USR1@120 does: to the batch shell only, which forwards it to srun and the
 # ranks. Only when no task of the array is pending: Slurm 22.05 answers a signal to an array task
 # that has pending siblings with "Job can not be altered now" after delivering it, and scancel then
@@ -158,13 +165,12 @@ for _ in $(seq 1500); do
     if [ -z "$(squeue -h -r -j "$array" -t PENDING -o %i 2>/dev/null)" ]; then
         while read -r id st; do
             i=${id#*_}
-            d="$tmp/slurm/${points[i]}"
-            [ "$st" = RUNNING ] && [ -f "$d/checkpoint.h5" ] &&
-                ! grep -q '"tasks_done": 5,' "$d/summary.json" 2>/dev/null && { victim=$id vi=$i; break; }
+            [ "$st" = RUNNING ] && grep -q '^ewc-train: 5 tasks' "$tmp/slurm/slurm/$i.log" 2>/dev/null &&
+                ! grep -q '"tasks_done": 5,' "$tmp/slurm/${points[i]}/summary.json" 2>/dev/null &&
+                { victim=$id vi=$i; break; }
         done < <(squeue -h -r -j "$array" -o '%i %T' 2>/dev/null)
     fi
     if [ -n "$victim" ]; then
-        sleep 0.3
         scancel --batch --signal=USR1 "$victim" || victim=""
         break
     fi
@@ -192,8 +198,10 @@ restarts=$(scontrol show job "$victim" 2>/dev/null | grep -o 'Restarts=[0-9]*' |
 check "job $victim: Slurm counted one restart ($restarts)" test "$restarts" = "Restarts=1"
 for i in 0 1 2 3; do
     [ "$i" = "${vi:-}" ] && continue
-    check "job ${array}_$i: finished without a requeue" \
-        bash -c "grep -q 'run finished (exit 0)' '$tmp/slurm/slurm/$i.log' && ! grep -q requeueing '$tmp/slurm/slurm/$i.log'"
+    r=$(scontrol show job "${array}_$i" 2>/dev/null | grep -o 'Restarts=[0-9]*' || true)
+    check "job ${array}_$i: ran once, finished, was not requeued ($r)" \
+        bash -c "[ \$(grep -c 'ewc-sbatch.*: start' '$tmp/slurm/slurm/$i.log') -eq 1 ] &&
+                 grep -q 'run finished (exit 0)' '$tmp/slurm/slurm/$i.log' && [ '$r' = Restarts=0 ]"
 done
 
 for p in "${points[@]}"; do
@@ -207,6 +215,32 @@ done
 
 out=$(sweep submit "$tmp/sweep.ini" --root "$tmp/slurm" --train "$train" 2>&1)
 check "relaunching the finished sweep submits nothing" grep -q "nothing to submit" <<<"$out"
+
+# The other launcher: mpirun inside the allocation (2 ranks); the batch shell forwards the warning
+# to mpirun, which forwards it to the ranks. Same command as point 0, so it must match that point.
+mapfile -t cmd < <(grep -v -x -e --resume -e --out -e "$tmp/slurm/${points[0]}" "$tmp/slurm/slurm/0.cmd")
+job=$(EWC_LAUNCHER=mpirun sbatch --parsable --ntasks=2 --output="$tmp/log/mpirun.log" \
+      "$launch/ewc-sbatch.sh" "${cmd[@]}" --out "$tmp/mpirun")
+signalled=0
+for _ in $(seq 1500); do
+    if grep -q '^ewc-train: 5 tasks' "$tmp/log/mpirun.log" 2>/dev/null; then
+        scancel --batch --signal=USR1 "$job" && signalled=1
+        break
+    fi
+    sleep 0.1
+done
+st=""
+for _ in $(seq 900); do
+    st=$(scontrol show job "$job" 2>/dev/null | grep -o 'JobState=[A-Z]*' || true)
+    [ "$st" = JobState=COMPLETED ] || [ "$st" = JobState=FAILED ] && break
+    sleep 0.2
+done
+check "mpirun launcher: job $job signalled mid-run, requeued, completed ($st)" \
+    bash -c "[ $signalled -eq 1 ] && [ '$st' = JobState=COMPLETED ] && grep -q 'requeueing job $job' '$tmp/log/mpirun.log' &&
+             grep -q 'start (restart 1)' '$tmp/log/mpirun.log'"
+check "mpirun launcher: 2 ranks, results identical to the local run" \
+    bash -c "grep -q '\"ranks\": 2' '$tmp/mpirun/summary.json' && cmp -s '$tmp/mpirun/accuracy.csv' '$tmp/local/${points[0]}/accuracy.csv' &&
+             /usr/bin/python3 '$h5same' '$tmp/mpirun/checkpoint.h5' '$tmp/local/${points[0]}/checkpoint.h5' >/dev/null"
 
 # A run that fails (exit 1) must not be requeued.
 job=$(sbatch --parsable --output="$tmp/log/bad.log" "$launch/ewc-sbatch.sh" "$train" --hidden bad --out "$tmp/bad")

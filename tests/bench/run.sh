@@ -10,7 +10,8 @@ BUILD=${BUILD:-/tmp/build-bench}          # build directory (configured and buil
 OUT=${OUT:-/tmp/ewc-bench-$(date +%Y%m%d-%H%M%S)} # where the JSON and logs go
 ROUNDS=${ROUNDS:-3}   # rounds of (ours, torch) per shape, interleaved; the best round counts
 REPS=${REPS:-5}       # interleaved repetitions inside each of our benchmark runs
-CLOCK=${CLOCK:-wall}  # clock of our in-run ratios: wall, or cpu on a busy machine
+CLOCK=${CLOCK:-cpu}   # clock of our in-run ratios: cpu (process CPU time; robust against
+                      # other jobs on a shared machine) or wall. ours/torch is always wall.
 DATA=${DATA:-}        # dataset directory (default: MNIST if present, else fashion-mnist)
 PY=${PY:-/usr/bin/python3} # a python3 with torch (for the baseline; the summary needs none)
 SHAPES=${SHAPES:-"400,400 1000,1000"}
@@ -67,7 +68,12 @@ import glob, json, os, sys
 
 out, rounds, clock = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 load = lambda p: json.load(open(p))
+loads = [float(x) for p in glob.glob(os.path.join(out, "*.json"))
+         for x in load(p).get("loadavg", [])]
 print("\n==== summary (%s) ====" % out)
+if loads:
+    print("1-minute load average during our runs: %.2f .. %.2f (2 cores; > 1 means other jobs)"
+          % (min(loads), max(loads)))
 print("1 rank, 1 BLAS thread. ours vs torch: best wall-clock samples/s over %d interleaved rounds;"
       "\nroofline fraction: SGEMM-only time / step time, %s clock, from the round where ours was"
       " best." % (rounds, clock))
@@ -101,13 +107,14 @@ if os.path.exists(p):
         print("\nEWC step, %s batch %d, %d finished tasks, lambda 100: samples/s ratio vs SGD"
               " (target >= 0.9)" % (d["model"], d["batch"], d["step"]["done_tasks"]))
         for k, v in r.items():
+            v = round(v, 3)
             print("  %-36s %6.3f  %s" % (k, v, "ok" if v >= 0.9 else "BELOW TARGET"))
     if "fisher" in d:
         f = d["fisher"]
         print("\nFisher over %d samples / one training epoch, time ratio (target <= 1.5 for"
               " sampled)" % f["samples"])
         for k in ("empirical", "sampled", "expected"):
-            v = f[k]["over_epoch_" + clock]
+            v = round(f[k]["over_epoch_" + clock], 3)
             note = ("ok" if v <= 1.5 else "ABOVE TARGET") if k == "sampled" else ""
             print("  %-36s %6.3f  %s" % (k, v, note))
 
