@@ -95,19 +95,28 @@ static EwcStatus check_config(const H5Reader *r, const Config *cur, const char *
 }
 
 /* Write a slab (n_params, layout of model.h) as GROUP/layer<K>/{W (out, in), b (out)}. */
-static EwcStatus write_slab(H5Writer *w, const ModelShape *s, const char *group, const float *slab) {
-    EwcStatus st = EWC_OK;
-    int maxw = 0;
+/* Scratch for one layer's W (out, in) and b (out), the largest layer's size; NULL on failure. */
+static float *layer_scratch(const ModelShape *s, float **bbuf) {
+    size_t maxw = 0;
     for (int l = 0; l < s->n_layers; l++) {
-        int n = s->dims[l + 1] * s->dims[l];
+        size_t n = (size_t)s->dims[l + 1] * s->dims[l];
         maxw = n > maxw ? n : maxw;
     }
-    float *wbuf = malloc((size_t)maxw * sizeof(float)), *bbuf = malloc(sizeof(float) * (size_t)maxw);
-    if (!wbuf || !bbuf) {
-        ewc_error_set("out of memory writing the checkpoint");
-        st = EWC_ENOMEM;
-        goto done;
+    float *wbuf = malloc(maxw * sizeof(float));
+    *bbuf = malloc(maxw * sizeof(float));
+    if (!wbuf || !*bbuf) {
+        free(wbuf);
+        free(*bbuf);
+        ewc_error_set("out of memory for the checkpoint's layer buffers");
+        return NULL;
     }
+    return wbuf;
+}
+
+static EwcStatus write_slab(H5Writer *w, const ModelShape *s, const char *group, const float *slab) {
+    EwcStatus st = EWC_OK;
+    float *bbuf, *wbuf = layer_scratch(s, &bbuf);
+    if (!wbuf) return EWC_ENOMEM;
     for (int l = 0; l < s->n_layers && !st; l++) {
         int din = s->dims[l], dout = s->dims[l + 1];
         const float *wb = slab + s->offset[l];
@@ -122,7 +131,6 @@ static EwcStatus write_slab(H5Writer *w, const ModelShape *s, const char *group,
         snprintf(path, sizeof path, "%s/layer%d/b", group, l);
         st = h5file_write_f32(w, path, bbuf, 1, db);
     }
-done:
     free(wbuf);
     free(bbuf);
     return st;
@@ -131,17 +139,8 @@ done:
 /* Read GROUP/layer<K>/{W, b} into SLAB, checking every shape against S. */
 static EwcStatus read_slab(const H5Reader *r, const ModelShape *s, const char *group, float *slab) {
     EwcStatus st = EWC_OK;
-    int maxw = 0;
-    for (int l = 0; l < s->n_layers; l++) {
-        int n = s->dims[l + 1] * s->dims[l];
-        maxw = n > maxw ? n : maxw;
-    }
-    float *wbuf = malloc((size_t)maxw * sizeof(float)), *bbuf = malloc(sizeof(float) * (size_t)maxw);
-    if (!wbuf || !bbuf) {
-        ewc_error_set("out of memory reading the checkpoint");
-        st = EWC_ENOMEM;
-        goto done;
-    }
+    float *bbuf, *wbuf = layer_scratch(s, &bbuf);
+    if (!wbuf) return EWC_ENOMEM;
     for (int l = 0; l < s->n_layers && !st; l++) {
         int din = s->dims[l], dout = s->dims[l + 1];
         char path[256];
@@ -156,7 +155,6 @@ static EwcStatus read_slab(const H5Reader *r, const ModelShape *s, const char *g
             wb[(size_t)i * (din + 1) + din] = bbuf[i];
         }
     }
-done:
     free(wbuf);
     free(bbuf);
     return st;
