@@ -22,5 +22,19 @@ for seed in 1 2; do
         failed=$((failed + 1)); echo "not ok - seed $seed: task 0 after task 2: ewc $ewc vs sgd $sgd (learned $learned)"
     fi
 done
+# the Fisher overlap of the EWC run: a symmetric 3 x 3 matrix with ones on the diagonal and
+# off-diagonal values strictly between 0 and 1
+if "$train" --fisher-overlap "$work/ewc1/checkpoint.h5" > "$work/overlap.csv" &&
+   awk -F, 'NR == 1 { ok = ($0 == "task,0,1,2"); next }
+            { for (j = 2; j <= NF; j++) m[NR - 2, j - 2] = $j; rows++ }
+            END { if (rows != 3) ok = 0
+                  for (i = 0; i < 3; i++) for (j = 0; j < 3; j++) {
+                      if (i == j && m[i, j] != "1.0000") ok = 0
+                      if (i != j && (m[i, j] != m[j, i] || m[i, j] <= 0 || m[i, j] >= 1)) ok = 0 }
+                  exit !ok }' "$work/overlap.csv"; then
+    passed=$((passed + 1)); echo "ok - --fisher-overlap: $(tr '\n' ' ' < "$work/overlap.csv")"
+else
+    failed=$((failed + 1)); echo "not ok - --fisher-overlap:"; cat "$work/overlap.csv"
+fi
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
