@@ -59,6 +59,7 @@ typedef struct {
 } Result;
 
 static int g_rank, g_size, g_clock = C_WALL;
+static int g_dim = 784, g_classes = 10; /* of the dataset, for the model names */
 static char g_load[2][32]; /* load average before and after */
 
 static double cpu_seconds(void) {
@@ -253,10 +254,10 @@ static void bench_case(Result *res, const char *dir, const Dataset *data, const 
 
 static void hidden_str(char *buf, size_t size, const Case *c) {
     size_t k = 0;
-    k += (size_t)snprintf(buf + k, size - k, "784");
+    k += (size_t)snprintf(buf + k, size - k, "%d", g_dim);
     for (int i = 0; i < c->n_hidden && k < size; i++)
         k += (size_t)snprintf(buf + k, size - k, "-%d", c->hidden[i]);
-    if (k < size) snprintf(buf + k, size - k, "-10");
+    if (k < size) snprintf(buf + k, size - k, "-%d", g_classes);
 }
 
 /* Best seconds per trainer step under clock C (exact if measured, else allreduce). */
@@ -423,6 +424,8 @@ int main(int argc, char **argv) {
 
     Dataset data = {0};
     if (dataset_load(&data, dir, 0, 0)) die("dataset_load");
+    g_dim = data.train.dim;
+    g_classes = data.n_classes;
     Result *res = calloc((size_t)n_cases, sizeof *res);
     if (!res) die("out of memory");
     loadavg(g_load[0], sizeof g_load[0]);
