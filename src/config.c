@@ -106,7 +106,7 @@ static const Flag flags[] = {
 
     ENUM("--reduce", reduce, G_PARALLEL, reduce_names,
          "gradient reduction: exact (bit-identical for any rank count) or allreduce "
-         "(faster, equal only up to rounding)"),
+         "(equal only up to rounding; faster for large batches)"),
     INT("--threads", threads, G_PARALLEL, 0, 1, 256, "BLAS threads per MPI rank"),
 
     PATH("--out", out_dir, "DIR", G_OUTPUT, 0, "output directory (summary, checkpoint)"),
