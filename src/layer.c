@@ -8,6 +8,16 @@
 
 #include "ewc/rng.h"
 
+#if defined(__SSE__)
+#include <xmmintrin.h>
+#endif
+
+void layer_flush_subnormals(void) {
+#if defined(__SSE__)
+    _mm_setcsr(_mm_getcsr() | 0x8040); /* FTZ | DAZ */
+#endif
+}
+
 void linear_forward(float *out, int ldo, const float *in, const float *wb, int n, int din,
                     int dout) {
     if (n == 0) return;

@@ -7,14 +7,12 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#if defined(__SSE__)
-#include <xmmintrin.h>
-#endif
 
 #include "ewc/checkpoint.h"
 #include "ewc/config.h"
 #include "ewc/dataset.h"
 #include "ewc/dist.h"
+#include "ewc/layer.h"
 #include "ewc/overlap.h"
 #include "ewc/run.h"
 #include "ewc/signals.h"
@@ -112,22 +110,13 @@ done:
     return st;
 }
 
-/* Subnormal floats (tiny deltas late in training) take a microcode slow path on x86 that made
- * elementwise kernels 10x slower; flushing them to zero is what ML frameworks do. It is part of
- * the arithmetic, so it is set identically on every rank. */
-static void flush_subnormals(void) {
-#if defined(__SSE__)
-    _mm_setcsr(_mm_getcsr() | 0x8040); /* FTZ | DAZ */
-#endif
-}
-
 int main(int argc, char **argv) {
     /* before MPI_Init too: a requeue signal can come while MPI starts up (the default action
      * would kill the process), and again after, in case the MPI library installed its own */
     signals_install();
     MPI_Init(&argc, &argv);
     signals_install();
-    flush_subnormals();
+    layer_flush_subnormals();
     MPI_Comm comm = MPI_COMM_WORLD;
     int rank, reporter = 0;
     MPI_Comm_rank(comm, &rank);

@@ -6,6 +6,11 @@
 
 #include <stdint.h>
 
+/* Flush subnormal floats to zero (FTZ/DAZ) in this thread. Tiny deltas late in training would
+ * otherwise take x86's microcode slow path; it is part of the arithmetic, so every program that
+ * must reproduce ewc-train's numbers (the trainer's ranks, benchmarks) calls it first. */
+void layer_flush_subnormals(void);
+
 /* out (n, ldo) = in (n, din + 1) . wb^T, where wb is (dout, din + 1) and in's last column is 1.
  * Only the first dout columns of out are written. */
 void linear_forward(float *out, int ldo, const float *in, const float *wb, int n, int din,

@@ -9,10 +9,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-#if defined(__SSE__)
-#include <xmmintrin.h>
-#endif
 
+#include "ewc/layer.h"
 #include "ewc/config.h"
 #include "ewc/dataset.h"
 #include "ewc/penalty.h"
@@ -174,9 +172,7 @@ static void usage(void) {
 
 int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
-#if defined(__SSE__)
-    _mm_setcsr(_mm_getcsr() | 0x8040); /* FTZ | DAZ, as ewc-train's main does */
-#endif
+    layer_flush_subnormals(); /* as ewc-train does */
     MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
     MPI_Comm_size(MPI_COMM_WORLD, &g_size);
     openblas_set_num_threads(1);
