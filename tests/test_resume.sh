@@ -45,7 +45,10 @@ interrupt_until_done() {
         sleep "$(awk -v s=$RANDOM -v t="$ref_seconds" 'BEGIN { print t * (0.1 + (s % 1000) / 2500) }')"
         kill -"$sig" "$pid" 2> /dev/null
         # a stopped run must exit soon: a watchdog turns a hang into a failure
-        ( sleep 120; kill -9 "$pid" 2> /dev/null ) &
+        # (its sleep is killed with it and its output is not the $(...) pipe, which would
+        # otherwise stay open until the sleep ends)
+        ( sleep 120 & sp=$!; trap 'kill $sp; exit 0' TERM; wait $sp; kill -9 "$pid" ) \
+            > /dev/null 2>&1 &
         local watchdog=$!
         wait "$pid"; rc=$?
         kill "$watchdog" 2> /dev/null; wait "$watchdog" 2> /dev/null
