@@ -16,7 +16,9 @@
 #include "ewc/penalty.h"
 #include "ewc/train.h"
 
-#define MNIST_DIR "/work/shared/data/mnist"
+#define BENCH_NAME "bench_ewc"
+#include "benchutil.h"
+
 #define MAX_REPS 64
 #define DONE_TASKS 9 /* finished tasks folded into the penalty */
 #define TASK 9       /* the task being trained (its permutation) */
@@ -55,24 +57,6 @@ enum { C_WALL, C_CPU, C_COUNT }; /* wall clock, or this process's CPU time (immu
 static const char *const clock_names[C_COUNT] = {"wall", "cpu"};
 
 static int g_rank, g_size, g_clock = C_WALL;
-
-static void die(const char *what) {
-    const char *msg = ewc_error_message();
-    fprintf(stderr, "bench_ewc: rank %d: %s%s%s\n", g_rank, what, msg[0] ? ": " : "", msg);
-    MPI_Abort(MPI_COMM_WORLD, 1);
-}
-
-static const char *default_data_dir(void) {
-    if (access(MNIST_DIR "/train-images-idx3-ubyte.gz", R_OK) == 0 ||
-        access(MNIST_DIR "/train-images-idx3-ubyte", R_OK) == 0)
-        return MNIST_DIR;
-    return DATASET_DEFAULT_DIR;
-}
-
-static float frand01(unsigned long long *state) {
-    *state = *state * 6364136223846793005ULL + 1442695040888963407ULL;
-    return (float)((*state >> 40) & 0xFFFFFF) / 16777216.0f;
-}
 
 static void run_init(Run *r, const StepVariant *v, const char *dir, const Dataset *data,
                      const int *hidden, int n_hidden, int batch) {
@@ -120,12 +104,6 @@ static void run_steps(Run *r, int steps) {
     }
 }
 
-static double cpu_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* Segment timing: all ranks start together; the slowest rank's wall and CPU time count. */
 static void start(double t0[C_COUNT]) {
     MPI_Barrier(MPI_COMM_WORLD);
@@ -149,15 +127,6 @@ static double minv(const double *v, int n) {
 
 static void print_list(FILE *f, const double *v, int n, double scale) {
     for (int k = 0; k < n; k++) fprintf(f, "%s%.6g", k ? ", " : "", v[k] * scale);
-}
-
-static void loadavg(char *buf, size_t size) {
-    FILE *f = fopen("/proc/loadavg", "r");
-    buf[0] = '\0';
-    if (f) {
-        if (fgets(buf, (int)size, f)) buf[strcspn(buf, " ")] = '\0';
-        fclose(f);
-    }
 }
 
 static void usage(void) {

@@ -15,7 +15,9 @@
 #include "ewc/dataset.h"
 #include "ewc/train.h"
 
-#define MNIST_DIR "/work/shared/data/mnist"
+#define BENCH_NAME "bench_train"
+#include "benchutil.h"
+
 #define MAX_CASES 16
 #define TARGET_FLOPS 4e10 /* default timed steps: about this many flops per segment */
 
@@ -60,34 +62,6 @@ static int g_rank, g_size, g_clock = C_WALL;
 static int g_dim = 784, g_classes = 10; /* of the dataset, for the model names */
 static char g_load[2][32]; /* load average before and after */
 
-static double cpu_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static void loadavg(char *buf, size_t size) {
-    FILE *f = fopen("/proc/loadavg", "r");
-    buf[0] = '\0';
-    if (f) {
-        if (fgets(buf, (int)size, f)) buf[strcspn(buf, " ")] = '\0';
-        fclose(f);
-    }
-}
-
-static void die(const char *what) {
-    const char *msg = ewc_error_message();
-    fprintf(stderr, "bench_train: rank %d: %s%s%s\n", g_rank, what, msg[0] ? ": " : "", msg);
-    MPI_Abort(MPI_COMM_WORLD, 1);
-}
-
-static const char *default_data_dir(void) {
-    if (access(MNIST_DIR "/train-images-idx3-ubyte.gz", R_OK) == 0 ||
-        access(MNIST_DIR "/train-images-idx3-ubyte", R_OK) == 0)
-        return MNIST_DIR;
-    return DATASET_DEFAULT_DIR;
-}
-
 static int parse_hidden(const char *s, Case *c) {
     c->n_hidden = 0;
     while (*s && c->n_hidden < CONFIG_MAX_HIDDEN) {
@@ -101,15 +75,10 @@ static int parse_hidden(const char *s, Case *c) {
     return c->n_hidden > 0 ? 0 : -1;
 }
 
-static float frand(unsigned long long *state) {
-    *state = *state * 6364136223846793005ULL + 1442695040888963407ULL;
-    return (float)((*state >> 40) & 0xFFFFFF) / 16777216.0f - 0.5f; /* [-0.5, 0.5) */
-}
-
 static float *rand_buf(size_t n, unsigned long long *state) {
     float *p = malloc((n ? n : 1) * sizeof(float));
     if (!p) die("out of memory");
-    for (size_t i = 0; i < n; i++) p[i] = frand(state);
+    for (size_t i = 0; i < n; i++) p[i] = frand01(state) - 0.5f; /* [-0.5, 0.5) */
     return p;
 }
 

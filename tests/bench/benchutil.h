@@ -1,0 +1,57 @@
+/* Helpers shared by the benchmarks: fatal errors, the data directory, the process CPU clock,
+ * the load average, and a small seeded random generator. Define BENCH_NAME before including. */
+#ifndef EWC_BENCHUTIL_H
+#define EWC_BENCHUTIL_H
+
+#include <mpi.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ewc/dataset.h"
+#include "ewc/error.h"
+
+#define MNIST_DIR "/work/shared/data/mnist"
+
+/* Print WHAT and the library's last error, then stop every rank (a benchmark has no recovery). */
+static void die(const char *what) {
+    int rank = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    const char *msg = ewc_error_message();
+    fprintf(stderr, BENCH_NAME ": rank %d: %s%s%s\n", rank, what, msg[0] ? ": " : "", msg);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+}
+
+/* MNIST where it is available (the published figures), else the default Fashion-MNIST. */
+static const char *default_data_dir(void) {
+    if (access(MNIST_DIR "/train-images-idx3-ubyte.gz", R_OK) == 0 ||
+        access(MNIST_DIR "/train-images-idx3-ubyte", R_OK) == 0)
+        return MNIST_DIR;
+    return DATASET_DEFAULT_DIR;
+}
+
+/* CPU time of this process: robust against other jobs on a shared machine. */
+static double cpu_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* The 1-minute load average as text ("" if unavailable), recorded with every measurement. */
+static void loadavg(char *buf, size_t size) {
+    FILE *f = fopen("/proc/loadavg", "r");
+    buf[0] = '\0';
+    if (f) {
+        if (fgets(buf, (int)size, f)) buf[strcspn(buf, " ")] = '\0';
+        fclose(f);
+    }
+}
+
+/* Uniform in [0, 1) from a 64-bit LCG (synthetic penalties and roofline buffers only). */
+static float frand01(unsigned long long *state) {
+    *state = *state * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (float)((*state >> 40) & 0xFFFFFF) / 16777216.0f;
+}
+
+#endif
