@@ -242,6 +242,8 @@ static EwcStatus write_state(H5Writer *w, const Trainer *t, int tasks_done) {
     if ((st = h5file_set_attr_i64(w, "/", "format_version", CHECKPOINT_FORMAT_VERSION))) return st;
     if ((st = h5file_set_attr_i64(w, "/", "tasks_done", tasks_done))) return st;
     if ((st = h5file_set_attr_i64(w, "/", "n_params", (int64_t)t->shape.n_params))) return st;
+    if ((st = h5file_set_attr_str(w, "/", "blas_core", t->blas_core ? t->blas_core : ""))) return st;
+    if ((st = h5file_set_attr_i64(w, "/", "blas_quantum", t->dist.quantum))) return st;
     if ((st = write_config(w, c))) return st;
     if ((st = write_slab(w, &t->shape, "/model", t->params))) return st;
 
@@ -355,6 +357,12 @@ EwcStatus checkpoint_load(Trainer *t, const char *path) {
     if ((st = check_config(&r, c, path))) goto done;
     if ((st = h5file_get_attr_i64(&r, "/", "tasks_done", &tasks_done))) goto done;
     if ((st = h5file_get_attr_i64(&r, "/", "n_params", &np))) goto done;
+    int64_t quantum;
+    if ((st = h5file_get_attr_str(&r, "/", "blas_core", t->resumed_blas_core,
+                                  sizeof t->resumed_blas_core)) ||
+        (st = h5file_get_attr_i64(&r, "/", "blas_quantum", &quantum)))
+        goto done;
+    t->resumed_quantum = (int)quantum;
     if (np != (int64_t)t->shape.n_params || tasks_done < 0 || tasks_done > T) {
         ewc_error_set("%s: inconsistent checkpoint (%lld parameters, %lld tasks done)", path,
                       (long long)np, (long long)tasks_done);

@@ -17,7 +17,7 @@
 #define HELP_WIDTH 100
 #define SHOWN_MAX 60 /* bytes of an offending value quoted in an error message */
 
-typedef enum { K_PATH, K_INT, K_U64, K_DOUBLE, K_HIDDEN, K_ENUM, K_BOOL } Kind;
+typedef enum { K_PATH, K_WORD, K_INT, K_U64, K_DOUBLE, K_HIDDEN, K_ENUM, K_BOOL } Kind;
 
 enum { G_DATA, G_MODEL, G_TRAIN, G_CONTINUAL, G_PARALLEL, G_OUTPUT, G_OTHER, G_COUNT };
 static const char *const group_names[G_COUNT] = {
@@ -108,6 +108,11 @@ static const Flag flags[] = {
          "gradient reduction: exact (bit-identical for any rank count) or allreduce "
          "(equal only up to rounding; faster for large batches)"),
     INT("--threads", threads, G_PARALLEL, 0, 1, 256, "BLAS threads per MPI rank"),
+    {.flag = "--blas-core", AT(blas_core), .arg = "auto|keep|NAME", .group = G_PARALLEL,
+     .kind = K_WORD,
+     .help = "OpenBLAS kernel set: auto = the fastest one that passes a start-up self-test, "
+             "unless OPENBLAS_CORETYPE is set; keep = the one OpenBLAS loaded; NAME (e.g. "
+             "SkylakeX, Haswell) = that one, self-tested"},
 
     PATH("--out", out_dir, "DIR", G_OUTPUT, 0, "output directory (summary, checkpoint)"),
     INT("--eval-every", eval_every, G_OUTPUT, 0, 0, INT_MAX,
@@ -197,6 +202,10 @@ static void format_expected(const Flag *f, char *buf, size_t size) {
     switch (f->kind) {
     case K_PATH:
         snprintf(buf, size, "a path of 1 to %d bytes", CONFIG_PATH_MAX - 1);
+        break;
+    case K_WORD:
+        snprintf(buf, size, "%s (a word of letters, digits, '_' or '-', at most %d)", f->arg,
+                 CONFIG_WORD_MAX - 1);
         break;
     case K_INT:
         snprintf(buf, size, "an integer %s", range);
@@ -311,6 +320,12 @@ static EwcStatus set_value(Config *c, const Flag *f, const char *v) {
     case K_PATH: {
         size_t len = strlen(v);
         if (len == 0 || len >= CONFIG_PATH_MAX) break;
+        memcpy(field(c, f), v, len + 1);
+        return EWC_OK;
+    }
+    case K_WORD: {
+        size_t len = strspn(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-");
+        if (len == 0 || len != strlen(v) || len >= CONFIG_WORD_MAX) break;
         memcpy(field(c, f), v, len + 1);
         return EWC_OK;
     }
@@ -431,6 +446,7 @@ void config_defaults(Config *c) {
     c->reduce = REDUCE_EXACT;
     snprintf(c->out_dir, sizeof c->out_dir, "out");
     c->threads = 1;
+    snprintf(c->blas_core, sizeof c->blas_core, "auto");
     c->eval_every = 0;
     c->checkpoint_every = 0;
 }
@@ -474,6 +490,7 @@ static void print_wrapped(const char *text, int col) {
 static void format_value(const Config *c, const Flag *f, char *buf, size_t size) {
     switch (f->kind) {
     case K_PATH:
+    case K_WORD:
         snprintf(buf, size, "%s", (const char *)cfield(c, f));
         break;
     case K_INT:
@@ -621,6 +638,9 @@ size_t config_to_json(const Config *c, char *buf, size_t size) {
         case K_PATH:
             out_json_string(&o, cfield(c, f), CONFIG_PATH_MAX);
             break;
+        case K_WORD:
+            out_json_string(&o, cfield(c, f), CONFIG_WORD_MAX);
+            break;
         case K_INT:
             out_fmt(&o, "%d", get_int(c, f));
             break;
@@ -662,6 +682,7 @@ const char *config_experiment_diff(const Config *a, const Config *b) {
         int same = 1;
         switch (f->kind) {
         case K_PATH:
+        case K_WORD:
             same = strncmp(cfield(a, f), cfield(b, f), CONFIG_PATH_MAX) == 0;
             break;
         case K_INT:

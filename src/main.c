@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ewc/blascore.h"
 #include "ewc/checkpoint.h"
 #include "ewc/config.h"
 #include "ewc/dataset.h"
@@ -62,8 +63,22 @@ static void print_matrix(const Trainer *t) {
     }
 }
 
+/* Rank 0's line on the BLAS in use, and the warning when a resumed run changed it. */
+static void print_blas(const Trainer *t, const BlasCore *b, int resumed) {
+    if (t->dist.rank != 0) return;
+    if (!t->cfg->quiet)
+        printf("BLAS: OpenBLAS core %s, row quantum %d, self-test passed in %.3f s; %s (%.2f s)\n",
+               b->core, t->dist.quantum, b->selftest_seconds, b->reason, b->seconds);
+    if (resumed && t->resumed_blas_core[0] && (strcmp(t->resumed_blas_core, b->core) != 0 ||
+                                               t->resumed_quantum != t->dist.quantum))
+        fprintf(stderr, "ewc-train: warning: the checkpoint was written on OpenBLAS core %s "
+                "(row quantum %d), this run uses %s (row quantum %d): results are bit-identical "
+                "only within one kernel set\n", t->resumed_blas_core, t->resumed_quantum,
+                b->core, t->dist.quantum);
+}
+
 /* Everything after flag parsing; returns the agreed status. Collective. */
-static EwcStatus train_main(const Config *cfg, MPI_Comm comm, int *reporter) {
+static EwcStatus train_main(const Config *cfg, BlasCore *blas, MPI_Comm comm, int *reporter) {
     int rank, size;
     MPI_Comm_rank(comm, &rank);
     MPI_Comm_size(comm, &size);
@@ -77,6 +92,8 @@ static EwcStatus train_main(const Config *cfg, MPI_Comm comm, int *reporter) {
     st = trainer_init(&t, cfg, &data, comm);
     have_trainer = st == EWC_OK;
     if ((st = dist_agree(comm, st, reporter))) goto done;
+    if ((st = blascore_verify(blas, &t.shape, cfg->batch, comm, reporter))) goto done;
+    t.blas_core = blas->core;
 
     char ckpt[CONFIG_PATH_MAX + 32];
     snprintf(ckpt, sizeof ckpt, "%s/%s", cfg->out_dir, CHECKPOINT_NAME);
@@ -94,6 +111,7 @@ static EwcStatus train_main(const Config *cfg, MPI_Comm comm, int *reporter) {
         if (rank == 0 && !cfg->quiet)
             printf("resuming from %s: task %d, epoch %d, step %d\n", ckpt, t.task, t.epoch, t.step);
     }
+    print_blas(&t, blas, resume);
     if (rank == 0 && !cfg->quiet)
         printf("ewc-train: %d tasks, method %s, %zu parameters, %d rank%s, data %s\n", cfg->tasks,
                config_method_name(cfg->method), t.shape.n_params, size, size > 1 ? "s" : "",
@@ -114,16 +132,23 @@ int main(int argc, char **argv) {
     /* before MPI_Init too: a requeue signal can come while MPI starts up (the default action
      * would kill the process), and again after, in case the MPI library installed its own */
     signals_install();
+    /* every rank parses the same argv, so all of them agree on a flag error without talking */
+    Config cfg;
+    EwcStatus st = config_parse(&cfg, argc, argv);
+    if (st == EWC_OK && blascore_is_probe()) return blascore_probe_main(&cfg);
+    /* OpenBLAS chose its kernels when it loaded: a better choice re-executes the program, which
+     * must happen before MPI_Init */
+    BlasCore blas;
+    int training = st == EWC_OK && !cfg.help && !cfg.fisher_overlap[0];
+    EwcStatus blas_st = training ? blascore_choose(&cfg, argv, &blas) : EWC_OK;
     MPI_Init(&argc, &argv);
     signals_install();
     layer_flush_subnormals();
     MPI_Comm comm = MPI_COMM_WORLD;
     int rank, reporter = 0;
     MPI_Comm_rank(comm, &rank);
-    Config cfg;
-    /* every rank parses the same argv, so all of them agree on a flag error without talking */
-    EwcStatus st = config_parse(&cfg, argc, argv);
     reporter = rank == 0;
+    if (training) st = dist_agree(comm, blas_st, &reporter);
     if (st == EWC_OK && cfg.help) {
         if (rank == 0) config_print_help(argv[0]);
     } else if (st == EWC_OK && cfg.fisher_overlap[0]) {
@@ -131,7 +156,7 @@ int main(int argc, char **argv) {
         st = dist_agree(comm, st, &reporter);
     } else if (st == EWC_OK) {
         openblas_set_num_threads(cfg.threads);
-        st = train_main(&cfg, comm, &reporter);
+        st = train_main(&cfg, &blas, comm, &reporter);
     }
     if (st != EWC_OK && st != EWC_ESTOP && reporter)
         fprintf(stderr, "ewc-train: error: %s\n", ewc_error_message());

@@ -135,6 +135,8 @@ EwcStatus report_write_summary(const char *out_dir, const Trainer *t, int k, dou
     buf_printf(&b, "{\n  \"config\": %s,\n  \"ranks\": %d,\n  \"tasks_done\": %d,\n", config,
                t->dist.size, k);
     buf_printf(&b, "  \"parameters\": %zu,\n", t->shape.n_params);
+    buf_printf(&b, "  \"blas_core\": \"%s\",\n  \"blas_quantum\": %d,\n",
+               t->blas_core ? t->blas_core : "", t->dist.quantum);
     buf_printf(&b, "  \"average_accuracy\": %.4f,\n  \"average_accuracy_seen\": %.4f,\n",
                m.average, m.average_seen);
     buf_printf(&b, "  \"average_accuracy_after_task\": [");

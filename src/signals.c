@@ -3,6 +3,7 @@
 #include "ewc/signals.h"
 
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -22,7 +23,13 @@ void signals_install(void) {
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGUSR1, &sa, NULL);
+    if (getenv(SIGNALS_ENV_PENDING)) {
+        stop_requested = 1;
+        unsetenv(SIGNALS_ENV_PENDING);
+    }
 }
+
+int signals_stop_pending(void) { return stop_requested != 0; }
 
 void signals_request_stop(void) { stop_requested = 1; }
 

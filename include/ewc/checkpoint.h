@@ -7,7 +7,7 @@
 #include "ewc/error.h"
 #include "ewc/train.h"
 
-#define CHECKPOINT_FORMAT_VERSION 1
+#define CHECKPOINT_FORMAT_VERSION 2
 #define CHECKPOINT_NAME "checkpoint.h5"
 
 /* Per-task data handed to checkpoint_save when a task has just finished. */

@@ -9,6 +9,7 @@
 
 #define CONFIG_MAX_HIDDEN 16
 #define CONFIG_PATH_MAX 4096
+#define CONFIG_WORD_MAX 32 /* a name such as an OpenBLAS core type, with its NUL */
 
 typedef enum { METHOD_SGD, METHOD_L2, METHOD_EWC, METHOD_ONLINE_EWC } Method;
 typedef enum { FISHER_EMPIRICAL, FISHER_SAMPLED, FISHER_EXPECTED } FisherKind;
@@ -41,6 +42,7 @@ typedef struct {
     /* execution: free to change between a run and its resume */
     char out_dir[CONFIG_PATH_MAX];  /* --out, default "out" */
     int threads;                    /* --threads, BLAS threads per rank, default 1 */
+    char blas_core[CONFIG_WORD_MAX]; /* --blas-core auto|keep|NAME, default auto (blascore.h) */
     int eval_every;                 /* --eval-every STEPS, 0 = only at task ends */
     int checkpoint_every;           /* --checkpoint-every STEPS, 0 = only at task ends */
     int resume;                     /* --resume */

@@ -11,7 +11,8 @@ typedef enum {
     EWC_ENOMEM,  /* allocation failed */
     EWC_ENAN,    /* training diverged (NaN or Inf loss) */
     EWC_EMPI,    /* an MPI call failed, or another rank reported an error */
-    EWC_ESTOP    /* stopped by a signal after writing a checkpoint (not a failure) */
+    EWC_ESTOP,   /* stopped by a signal after writing a checkpoint (not a failure) */
+    EWC_EBLAS    /* the BLAS failed its self-test, or the ranks run different kernels */
 } EwcStatus;
 
 /* Record the message for the current failure (printf format, no trailing newline).

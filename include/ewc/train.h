@@ -53,6 +53,11 @@ typedef struct {
     double train_seconds; /* time in training steps only */
     long long train_samples;
     double last_loss;
+
+    /* the BLAS (blascore.h): recorded in summary.json and the checkpoint */
+    const char *blas_core;          /* OpenBLAS core in use, set by the caller (may be NULL) */
+    char resumed_blas_core[32];     /* the checkpoint's, after checkpoint_load ("" if none) */
+    int resumed_quantum;            /* the checkpoint's BLAS row quantum */
 } Trainer;
 
 /* Allocate and initialise a run from CFG and DATA on COMM (every rank holds the whole dataset).

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-EXECUTION = {"out_dir", "threads", "resume", "quiet", "eval_every", "checkpoint_every"}
+EXECUTION = {"out_dir", "threads", "resume", "quiet", "eval_every", "checkpoint_every", "blas_core"}
 TIMING = {"wall_seconds", "train_seconds", "train_samples_per_second", "ranks"}
 
 
