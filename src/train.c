@@ -43,6 +43,8 @@ EwcStatus trainer_init(Trainer *t, const Config *cfg, const Dataset *data, MPI_C
     t->perm = calloc((size_t)T, sizeof *t->perm);
     t->ybuf = malloc((size_t)cfg->batch);
     t->order = malloc((size_t)data->train.n * sizeof(int));
+    t->train_x = malloc((size_t)data->train.n * t->dim); /* optional: NULL means gather */
+    t->train_x_task = -1;
     t->in_sq = alloc_floats((size_t)cfg->batch * (maxdim + 1));
     t->initial_acc = calloc((size_t)T, sizeof(double));
     t->acc = calloc((size_t)T * T, sizeof(double));
@@ -79,6 +81,7 @@ void trainer_free(Trainer *t) {
     free(t->mom);
     free(t->ybuf);
     free(t->order);
+    free(t->train_x);
     free(t->in_sq);
     free(t->initial_acc);
     free(t->acc);
@@ -90,7 +93,18 @@ void trainer_free(Trainer *t) {
     memset(t, 0, sizeof *t);
 }
 
+/* X (n, d) under permutation PERM into OUT (n, d): out[i][k] = x[i][perm[k]]. */
+static void permute_images(uint8_t *out, const uint8_t *x, const int *perm, size_t n, int d) {
+    for (size_t i = 0; i < n; i++, out += d, x += d)
+        for (int k = 0; k < d; k++) out[k] = x[perm[k]];
+}
+
 void trainer_begin_epoch(Trainer *t, int task, int epoch) {
+    if (t->train_x && t->train_x_task != task) {
+        permute_images(t->train_x, t->data->train.x, t->perm[task], (size_t)t->data->train.n,
+                       t->dim);
+        t->train_x_task = task;
+    }
     rng_permutation(t->order, t->data->train.n, t->cfg->seed, RNG_EPOCH_ORDER, (uint32_t)task,
                     (uint32_t)epoch);
 }
@@ -103,6 +117,14 @@ void trainer_fill_input(const Trainer *t, Activations *a, const Split *split, in
                         const int *idx, int first, int r0, int r1) {
     int d = t->dim;
     const int *perm = t->perm[task];
+    if (split == &t->data->train && task == t->train_x_task) { /* already permuted: a copy */
+        for (int i = r0; i < r1; i++) {
+            const uint8_t *x = t->train_x + (size_t)(idx ? idx[i] : first + i) * d;
+            float *row = a->act[0] + (size_t)i * (d + 1);
+            for (int k = 0; k < d; k++) row[k] = (float)x[k] * (1.0f / 255.0f);
+        }
+        return;
+    }
     for (int i = r0; i < r1; i++) {
         const uint8_t *x = split->x + (size_t)(idx ? idx[i] : first + i) * d;
         float *row = a->act[0] + (size_t)i * (d + 1);

@@ -211,6 +211,7 @@ static int setup_group(void **state) {
         return -1;
     }
     R.have_trainer = true;
+    t->blas_core = "TestCore"; /* as main sets it from blascore_choose */
     int spe = trainer_steps_per_epoch(t);
     for (int j = 0; j < TASKS && !st; j++) st = trainer_evaluate(t, j, &t->initial_acc[j]);
     for (int task = 0; task < FINISHED && !st; task++) {
@@ -457,13 +458,13 @@ static void test_layout_exact(void **state) {
     assert_true(VISIT(file, visit_cb, &ctx) >= 0);
 
     static const char *const root_attrs[] = {"format", "format_version", "tasks_done", "n_params",
-                                             "config"};
+                                             "config", "blas_core", "blas_quantum"};
     static const char *const task_attrs[] = {"fisher_kind", "fisher_samples"};
     static const char *const state_attrs[] = {"task", "epoch", "step", "global_step",
                                               "train_samples", "train_seconds", "last_loss"};
     static const char *const pen_attrs[] = {"tasks_done", "c"};
     static const char *const metric_attrs[] = {"curve_points"};
-    assert_attrs_exactly(file, "/", root_attrs, 5);
+    assert_attrs_exactly(file, "/", root_attrs, 7);
     assert_attrs_exactly(file, "/tasks/000", task_attrs, 2);
     assert_attrs_exactly(file, "/tasks/001", task_attrs, 2);
     assert_attrs_exactly(file, "/state", state_attrs, 7);
@@ -494,6 +495,11 @@ static void test_attributes(void **state) {
     assert_int_equal(v, FINISHED);
     assert_int_equal(h5file_get_attr_i64(&r, "/", "n_params", &v), EWC_OK);
     assert_int_equal(v, (int64_t)R.t.shape.n_params);
+    /* the BLAS kernel set and row quantum the run used (blascore.h) */
+    assert_int_equal(h5file_get_attr_str(&r, "/", "blas_core", s, sizeof s), EWC_OK);
+    assert_string_equal(s, R.t.blas_core);
+    assert_int_equal(h5file_get_attr_i64(&r, "/", "blas_quantum", &v), EWC_OK);
+    assert_int_equal(v, R.t.dist.quantum);
     for (int k = 0; k < FINISHED; k++) {
         char g[32];
         snprintf(g, sizeof g, "/tasks/%03d", k);
@@ -538,6 +544,8 @@ static void test_round_trip(void **state) {
 
     EwcStatus st = checkpoint_load(&b, R.ckpt);
     if (st) fail_msg("checkpoint_load: %s", ewc_error_message());
+    assert_string_equal(b.resumed_blas_core, a->blas_core);
+    assert_int_equal(b.resumed_quantum, a->dist.quantum);
     size_t np = a->shape.n_params;
     assert_int_equal(b.shape.n_params, np);
     assert_bits_equal(a->params, b.params, np * sizeof(float), "params");

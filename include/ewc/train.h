@@ -33,6 +33,10 @@ typedef struct {
     float *mom;           /* (n_params) momentum, NULL when --momentum 0 */
     Penalty pen;          /* running sums of the finished tasks */
     int **perm;           /* (tasks) pixel permutation of each task, (dim) each */
+    uint8_t *train_x;     /* (train n, dim) the training images under task train_x_task's
+                           * permutation, so a batch is a contiguous copy, not a gather; NULL
+                           * if it did not fit in memory (then batches gather) */
+    int train_x_task;     /* -1 before the first trainer_begin_epoch */
 
     Activations acts;     /* one global batch (cap = --batch) */
     Activations eval;     /* evaluation chunk (cap = TRAIN_EVAL_CHUNK) */
@@ -65,7 +69,8 @@ typedef struct {
 EwcStatus trainer_init(Trainer *t, const Config *cfg, const Dataset *data, MPI_Comm comm);
 void trainer_free(Trainer *t);
 
-/* Draw the sample order of (task, epoch) into t->order. */
+/* Draw the sample order of (task, epoch) into t->order; on a new task, permute the training
+ * images into t->train_x. */
 void trainer_begin_epoch(Trainer *t, int task, int epoch);
 
 /* Number of steps in one epoch (the last batch may be partial). */
