@@ -87,7 +87,7 @@ static const Flag flags[] = {
     INT("--epochs", epochs, G_TRAIN, 1, 1, INT_MAX, "epochs per task"),
     DBL("--momentum", momentum, "X", G_TRAIN, 0, 0, 1, 1, "SGD momentum coefficient"),
     INT("--patience", patience, G_TRAIN, 1, 0, INT_MAX,
-        "early stopping: end a task after P validation checks without improvement and restore "
+        "early stopping: end a task after N validation checks without improvement and restore "
         "its best parameters (--epochs is then the maximum; needs --validation); 0 = off"),
     {.flag = "--val-every", AT(val_every), .arg = "STEPS", .group = G_TRAIN, .experiment = 1,
      .kind = K_INT, .imin = 0, .imax = INT_MAX,
