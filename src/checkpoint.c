@@ -17,8 +17,9 @@ typedef struct {
     const char *name;
     FieldType type;
     size_t offset;
+    int since;       /* format version that added it (0: always there); older files mean 0 */
 } Field;
-#define FIELD(n, t) {#n, t, offsetof(Config, n)}
+#define FIELD(n, t) {#n, t, offsetof(Config, n), 0}
 static const Field fields[] = {
     FIELD(data_dir, F_STR),     FIELD(tasks, F_INT),          FIELD(lr, F_DBL),
     FIELD(batch, F_INT),        FIELD(epochs, F_INT),         FIELD(momentum, F_DBL),
@@ -26,6 +27,9 @@ static const Field fields[] = {
     FIELD(method, F_ENUM),      FIELD(lambda, F_DBL),         FIELD(gamma, F_DBL),
     FIELD(fisher, F_ENUM),      FIELD(fisher_samples, F_INT), FIELD(dropout_input, F_DBL),
     FIELD(dropout, F_DBL),      FIELD(penalty_step, F_ENUM),  FIELD(reduce, F_ENUM),
+    {"validation", F_INT, offsetof(Config, validation), 2},
+    {"patience", F_INT, offsetof(Config, patience), 2},
+    {"val_every", F_INT, offsetof(Config, val_every), 2},
 };
 #define N_FIELDS (sizeof fields / sizeof fields[0])
 
@@ -62,12 +66,17 @@ static EwcStatus write_config(H5Writer *w, const Config *c) {
 }
 
 /* Rebuild the experiment fields stored in R over a copy of CUR, then name the first difference. */
-static EwcStatus check_config(const H5Reader *r, const Config *cur, const char *path) {
+static EwcStatus check_config(const H5Reader *r, const Config *cur, const char *path,
+                              int64_t version) {
     Config old = *cur;
     EwcStatus st = EWC_OK;
     for (size_t i = 0; i < N_FIELDS && !st; i++) {
         char *p = (char *)&old + fields[i].offset;
         int64_t v;
+        if (fields[i].since > version) { /* an older file: the flag did not exist, i.e. 0 */
+            *(int *)p = 0;
+            continue;
+        }
         switch (fields[i].type) {
         case F_INT:
         case F_ENUM:
@@ -233,6 +242,72 @@ static EwcStatus check_tasks(const H5Reader *r, const Trainer *t, int tasks_done
     return EWC_OK;
 }
 
+/* --patience: the best-so-far state of the current task and the finished tasks' records. */
+static EwcStatus write_early_stopping(H5Writer *w, const Trainer *t) {
+    const EarlyStop *e = &t->es;
+    int T = t->cfg->tasks;
+    uint64_t np[1] = {t->shape.n_params}, d3[2] = {(uint64_t)T, 3}, d1[1] = {(uint64_t)T};
+    EwcStatus st;
+    if ((st = h5file_set_attr_f64(w, "/state/early_stopping", "best_accuracy", e->best_accuracy)) ||
+        (st = h5file_set_attr_i64(w, "/state/early_stopping", "best_step", e->best_step)) ||
+        (st = h5file_set_attr_i64(w, "/state/early_stopping", "bad_checks", e->bad_checks)) ||
+        (st = h5file_write_f32(w, "/state/early_stopping/best", e->best, 1, np)))
+        return st;
+    int64_t *rec = malloc((size_t)T * 3 * sizeof *rec);
+    double *acc = malloc((size_t)T * sizeof *acc);
+    if (!rec || !acc) {
+        ewc_error_set("out of memory writing the checkpoint");
+        st = EWC_ENOMEM;
+    }
+    for (int k = 0; !st && k < T; k++) {
+        rec[3 * k] = e->rec[k].steps_trained;
+        rec[3 * k + 1] = e->rec[k].best_step;
+        rec[3 * k + 2] = e->rec[k].stopped_early;
+        acc[k] = e->rec[k].best_accuracy;
+    }
+    if (!st) st = h5file_write_i64(w, "/metrics/early_stopping", rec, 2, d3);
+    if (!st) st = h5file_write_f64(w, "/metrics/early_stopping_accuracy", acc, 1, d1);
+    free(rec);
+    free(acc);
+    return st;
+}
+
+/* Read what write_early_stopping wrote, checking the values against the run. */
+static EwcStatus read_early_stopping(const H5Reader *r, Trainer *t, const char *path) {
+    EarlyStop *e = &t->es;
+    int T = t->cfg->tasks;
+    long long max_steps = (long long)t->cfg->epochs * trainer_steps_per_epoch(t);
+    uint64_t np[1] = {t->shape.n_params}, d3[2] = {(uint64_t)T, 3}, d1[1] = {(uint64_t)T};
+    int64_t best_step, bad;
+    EwcStatus st;
+    if ((st = h5file_get_attr_f64(r, "/state/early_stopping", "best_accuracy",
+                                  &e->best_accuracy)) ||
+        (st = h5file_get_attr_i64(r, "/state/early_stopping", "best_step", &best_step)) ||
+        (st = h5file_get_attr_i64(r, "/state/early_stopping", "bad_checks", &bad)) ||
+        (st = h5file_read_f32(r, "/state/early_stopping/best", e->best, 1, np)))
+        return st;
+    if (best_step < 0 || best_step > max_steps || bad < 0 || bad >= e->patience) {
+        ewc_error_set("%s: inconsistent early-stopping state (best step %lld, %lld checks without"
+                      " improvement)", path, (long long)best_step, (long long)bad);
+        return EWC_EFORMAT;
+    }
+    e->best_step = best_step;
+    e->bad_checks = (int)bad;
+    int64_t *rec = malloc((size_t)T * 3 * sizeof *rec);
+    double *acc = malloc((size_t)T * sizeof *acc);
+    if (!rec || !acc) {
+        ewc_error_set("out of memory reading the checkpoint");
+        st = EWC_ENOMEM;
+    }
+    if (!st) st = h5file_read_i64(r, "/metrics/early_stopping", rec, 2, d3);
+    if (!st) st = h5file_read_f64(r, "/metrics/early_stopping_accuracy", acc, 1, d1);
+    for (int k = 0; !st && k < T; k++)
+        e->rec[k] = (EarlyStopRecord){rec[3 * k], rec[3 * k + 1], acc[k], rec[3 * k + 2] != 0};
+    free(rec);
+    free(acc);
+    return st;
+}
+
 static EwcStatus write_state(H5Writer *w, const Trainer *t, int tasks_done) {
     const Config *c = t->cfg;
     int T = c->tasks;
@@ -255,6 +330,7 @@ static EwcStatus write_state(H5Writer *w, const Trainer *t, int tasks_done) {
     if ((st = h5file_set_attr_f64(w, "/state", "train_seconds", t->train_seconds))) return st;
     if ((st = h5file_set_attr_f64(w, "/state", "last_loss", t->last_loss))) return st;
     if (t->mom && (st = h5file_write_f32(w, "/state/momentum", t->mom, 1, np))) return st;
+    if (t->es.patience && (st = write_early_stopping(w, t))) return st;
     if ((st = h5file_set_attr_i64(w, "/state/penalty", "tasks_done", t->pen.tasks_done))) return st;
     if ((st = h5file_set_attr_f64(w, "/state/penalty", "c", t->pen.c))) return st;
     if (t->pen.a && (st = h5file_write_f32(w, "/state/penalty/a", t->pen.a, 1, np))) return st;
@@ -262,6 +338,8 @@ static EwcStatus write_state(H5Writer *w, const Trainer *t, int tasks_done) {
 
     if ((st = h5file_write_f64(w, "/metrics/initial_accuracy", t->initial_acc, 1, tt))) return st;
     if ((st = h5file_write_f64(w, "/metrics/accuracy", t->acc, 2, tt))) return st;
+    if (t->val_acc && (st = h5file_write_f64(w, "/metrics/validation_accuracy", t->val_acc, 2, tt)))
+        return st;
     nc[0] = (uint64_t)t->n_curve;
     int64_t *steps = malloc(((size_t)t->n_curve + 1) * sizeof *steps);
     int32_t *tasks = malloc(((size_t)t->n_curve + 1) * sizeof *tasks);
@@ -347,20 +425,22 @@ EwcStatus checkpoint_load(Trainer *t, const char *path) {
         goto done;
     }
     if ((st = h5file_get_attr_i64(&r, "/", "format_version", &version))) goto done;
-    if (version != CHECKPOINT_FORMAT_VERSION) {
-        ewc_error_set("%s: checkpoint format version %lld, this ewc-train reads version %d%s", path,
-                      (long long)version, CHECKPOINT_FORMAT_VERSION,
+    if (version < CHECKPOINT_FORMAT_OLDEST || version > CHECKPOINT_FORMAT_VERSION) {
+        ewc_error_set("%s: checkpoint format version %lld, this ewc-train reads versions %d to"
+                      " %d%s", path, (long long)version, CHECKPOINT_FORMAT_OLDEST,
+                      CHECKPOINT_FORMAT_VERSION,
                       version > CHECKPOINT_FORMAT_VERSION ? " (written by a newer ewc-train)" : "");
         st = EWC_EFORMAT;
         goto done;
     }
-    if ((st = check_config(&r, c, path))) goto done;
+    if ((st = check_config(&r, c, path, version))) goto done;
     if ((st = h5file_get_attr_i64(&r, "/", "tasks_done", &tasks_done))) goto done;
     if ((st = h5file_get_attr_i64(&r, "/", "n_params", &np))) goto done;
-    int64_t quantum;
-    if ((st = h5file_get_attr_str(&r, "/", "blas_core", t->resumed_blas_core,
-                                  sizeof t->resumed_blas_core)) ||
-        (st = h5file_get_attr_i64(&r, "/", "blas_quantum", &quantum)))
+    int64_t quantum = 0; /* version 1 did not record the BLAS: "" means unknown */
+    t->resumed_blas_core[0] = '\0';
+    if (version >= 2 && ((st = h5file_get_attr_str(&r, "/", "blas_core", t->resumed_blas_core,
+                                                   sizeof t->resumed_blas_core)) ||
+                         (st = h5file_get_attr_i64(&r, "/", "blas_quantum", &quantum))))
         goto done;
     t->resumed_quantum = (int)quantum;
     if (np != (int64_t)t->shape.n_params || tasks_done < 0 || tasks_done > T) {
@@ -394,6 +474,9 @@ EwcStatus checkpoint_load(Trainer *t, const char *path) {
         goto done;
     }
     if (t->mom && (st = h5file_read_f32(&r, "/state/momentum", t->mom, 1, npd))) goto done;
+    if (t->es.patience && (st = read_early_stopping(&r, t, path))) goto done;
+    if (t->val_acc && (st = h5file_read_f64(&r, "/metrics/validation_accuracy", t->val_acc, 2, tt)))
+        goto done;
     if (t->pen.a && (st = h5file_read_f32(&r, "/state/penalty/a", t->pen.a, 1, npd))) goto done;
     if (t->pen.b && (st = h5file_read_f64(&r, "/state/penalty/b", t->pen.b, 1, npd))) goto done;
     if ((st = h5file_read_f64(&r, "/metrics/initial_accuracy", t->initial_acc, 1, tt))) goto done;

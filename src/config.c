@@ -69,6 +69,9 @@ static const Flag flags[] = {
         "use only the first N training samples; 0 = all"),
     INT("--test-samples", test_samples, G_DATA, 1, 0, INT_MAX,
         "use only the first N test samples; 0 = all"),
+    INT("--validation", validation, G_DATA, 1, 0, INT_MAX,
+        "hold out N training samples (a fixed seeded subset, the same images for every task) "
+        "for validation; never trained on; 0 = none"),
 
     {.flag = "--hidden", AT(hidden), .arg = "W[,W...]", .group = G_MODEL, .experiment = 1,
      .kind = K_HIDDEN,
@@ -83,6 +86,13 @@ static const Flag flags[] = {
         "global minibatch size, split across the MPI ranks"),
     INT("--epochs", epochs, G_TRAIN, 1, 1, INT_MAX, "epochs per task"),
     DBL("--momentum", momentum, "X", G_TRAIN, 0, 0, 1, 1, "SGD momentum coefficient"),
+    INT("--patience", patience, G_TRAIN, 1, 0, INT_MAX,
+        "early stopping: end a task after N validation checks without improvement and restore "
+        "its best parameters (--epochs is then the maximum; needs --validation); 0 = off"),
+    {.flag = "--val-every", AT(val_every), .arg = "STEPS", .group = G_TRAIN, .experiment = 1,
+     .kind = K_INT, .imin = 0, .imax = INT_MAX,
+     .help = "early stopping: check the validation accuracy every STEPS steps of a task; "
+             "0 = at the end of every epoch"},
     {.flag = "--seed", AT(seed), .arg = "N", .group = G_TRAIN, .experiment = 1, .kind = K_U64,
      .help = "random seed (task permutations, initialization, batch order, dropout)"},
 
@@ -459,6 +469,16 @@ EwcStatus config_parse(Config *c, int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (st == EWC_OK) st = parse_arg(c, argc, argv, &i);
         else if (is_help(argv[i])) c->help = 1; /* after an error, only look for --help */
+    }
+    if (st == EWC_OK && c->patience > 0 && c->validation == 0) {
+        ewc_error_set("--patience %d needs a validation split: give --validation N > 0",
+                      c->patience);
+        st = EWC_EINVAL;
+    }
+    if (st == EWC_OK && c->train_samples > 0 && c->validation >= c->train_samples) {
+        ewc_error_set("--validation %d: must be less than the %d training samples of"
+                      " --train-samples", c->validation, c->train_samples);
+        st = EWC_EINVAL;
     }
     return st;
 }

@@ -143,5 +143,7 @@ void dataset_free(Dataset *d) {
     free(d->train.y);
     free(d->test.x);
     free(d->test.y);
+    free(d->val.x);
+    free(d->val.y);
     memset(d, 0, sizeof *d);
 }

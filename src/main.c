@@ -18,6 +18,7 @@
 #include "ewc/run.h"
 #include "ewc/signals.h"
 #include "ewc/train.h"
+#include "ewc/validation.h"
 
 enum { EXIT_OK = 0, EXIT_ERROR = 1, EXIT_STOPPED = SIGNALS_EXIT_STOPPED };
 
@@ -88,6 +89,7 @@ static EwcStatus train_main(const Config *cfg, BlasCore *blas, MPI_Comm comm, in
     EwcStatus st = rank == 0 ? prepare_out_dir(cfg->out_dir) : EWC_OK;
     if ((st = dist_agree(comm, st, reporter))) goto done;
     st = dataset_load(&data, cfg->data_dir, cfg->train_samples, cfg->test_samples);
+    if (st == EWC_OK) st = validation_split(&data, cfg->validation, cfg->seed);
     if ((st = dist_agree(comm, st, reporter))) goto done;
     st = trainer_init(&t, cfg, &data, comm);
     have_trainer = st == EWC_OK;

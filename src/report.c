@@ -98,13 +98,22 @@ fail:
     return EWC_EIO;
 }
 
-EwcStatus report_write_accuracy(const char *out_dir, const Trainer *t, int k) {
+/* after_task,task,accuracy rows of the first K rows of ACC (T, T) into OUT_DIR/NAME. */
+static EwcStatus write_matrix_csv(const char *out_dir, const char *name, const double *acc,
+                                  int T, int k) {
     Buf b = {0};
-    int T = t->cfg->tasks;
     buf_printf(&b, "after_task,task,accuracy\n");
     for (int r = 0; r < k; r++)
-        for (int j = 0; j < T; j++) buf_printf(&b, "%d,%d,%.4f\n", r, j, t->acc[(size_t)r * T + j]);
-    return buf_write(&b, out_dir, "accuracy.csv");
+        for (int j = 0; j < T; j++) buf_printf(&b, "%d,%d,%.4f\n", r, j, acc[(size_t)r * T + j]);
+    return buf_write(&b, out_dir, name);
+}
+
+EwcStatus report_write_accuracy(const char *out_dir, const Trainer *t, int k) {
+    return write_matrix_csv(out_dir, "accuracy.csv", t->acc, t->cfg->tasks, k);
+}
+
+EwcStatus report_write_validation(const char *out_dir, const Trainer *t, int k) {
+    return write_matrix_csv(out_dir, "validation_accuracy.csv", t->val_acc, t->cfg->tasks, k);
 }
 
 EwcStatus report_write_curve(const char *out_dir, const Trainer *t) {
@@ -119,6 +128,38 @@ static void json_array(Buf *b, const double *v, int n) {
     buf_printf(b, "[");
     for (int i = 0; i < n; i++) buf_printf(b, "%s%.4f", i ? ", " : "", v[i]);
     buf_printf(b, "]");
+}
+
+/* The validation fields of summary.json (--validation), and early_stopping (--patience). */
+static void summary_validation(Buf *b, const Trainer *t, int k) {
+    int T = t->cfg->tasks;
+    Metrics m;
+    report_metrics(&m, t->val_acc, t->initial_acc, T, k);
+    buf_printf(b, "  \"validation_samples\": %d,\n", t->data->val.n);
+    buf_printf(b, "  \"validation_average_accuracy\": %.4f,\n", m.average);
+    buf_printf(b, "  \"validation_average_accuracy_seen\": %.4f,\n", m.average_seen);
+    buf_printf(b, "  \"validation_average_accuracy_after_task\": [");
+    for (int r = 0; r < k; r++) {
+        Metrics mr;
+        report_metrics(&mr, t->val_acc, t->initial_acc, T, r + 1);
+        buf_printf(b, "%s%.4f", r ? ", " : "", mr.average_seen);
+    }
+    buf_printf(b, "],\n  \"validation_accuracy_matrix\": [");
+    for (int r = 0; r < k; r++) {
+        buf_printf(b, "%s\n    ", r ? "," : "");
+        json_array(b, t->val_acc + (size_t)r * T, T);
+    }
+    buf_printf(b, "\n  ],\n");
+    if (!t->es.patience) return;
+    buf_printf(b, "  \"early_stopping\": [");
+    for (int r = 0; r < k; r++) {
+        const EarlyStopRecord *e = &t->es.rec[r];
+        buf_printf(b, "%s\n    {\"task\": %d, \"steps_trained\": %lld, \"best_step\": %lld, "
+                   "\"best_validation_accuracy\": %.4f, \"stopped_early\": %s}", r ? "," : "", r,
+                   e->steps_trained, e->best_step, e->best_accuracy,
+                   e->stopped_early ? "true" : "false");
+    }
+    buf_printf(b, "\n  ],\n");
 }
 
 EwcStatus report_write_summary(const char *out_dir, const Trainer *t, int k, double wall_seconds) {
@@ -154,7 +195,9 @@ EwcStatus report_write_summary(const char *out_dir, const Trainer *t, int k, dou
         buf_printf(&b, "%s\n    ", r ? "," : "");
         json_array(&b, t->acc + (size_t)r * T, T);
     }
-    buf_printf(&b, "\n  ],\n  \"final_loss\": %.6f,\n", t->last_loss);
+    buf_printf(&b, "\n  ],\n");
+    if (t->val_acc) summary_validation(&b, t, k);
+    buf_printf(&b, "  \"final_loss\": %.6f,\n", t->last_loss);
     double sps = t->train_seconds > 0 ? t->train_samples / t->train_seconds : 0.0;
     buf_printf(&b, "  \"wall_seconds\": %.3f,\n  \"train_seconds\": %.3f,\n", wall_seconds,
                t->train_seconds);

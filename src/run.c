@@ -46,6 +46,7 @@ static EwcStatus write_outputs(Trainer *t, int k, double wall, const TaskRecord 
     char path[CONFIG_PATH_MAX + 32];
     EwcStatus st;
     if ((st = report_write_accuracy(dir, t, k))) return st;
+    if (t->val_acc && (st = report_write_validation(dir, t, k))) return st;
     if (t->cfg->eval_every && (st = report_write_curve(dir, t))) return st;
     if ((st = report_write_summary(dir, t, k, wall))) return st;
     snprintf(path, sizeof path, "%s/%s", dir, CHECKPOINT_NAME);
@@ -63,17 +64,42 @@ static EwcStatus save_position(Trainer *t) {
     return dist_agree(t->dist.comm, st, NULL);
 }
 
-static EwcStatus finish_task(Trainer *t, int task, float *fisher, double t_start) {
+/* Early stopping: check TASK's validation accuracy after STEPS of its steps; *STOP = 1 when the
+ * patience has run out. Collective. */
+static EwcStatus validation_check(Trainer *t, int task, long long steps, int *stop) {
+    double acc;
+    EwcStatus st = trainer_evaluate_split(t, &t->data->val, task, &acc);
+    if (st == EWC_OK) *stop = earlystop_check(&t->es, acc, steps, t->params);
+    return st;
+}
+
+/* End TASK after STEPS_TRAINED steps: with --patience, restore its best parameters (a last check
+ * first if the schedule missed the task's last step); then evaluate, Fisher, penalty, outputs. */
+static EwcStatus finish_task(Trainer *t, int task, float *fisher, double t_start,
+                             long long steps_trained) {
     const Config *c = t->cfg;
-    int T = c->tasks, used = 0;
+    int T = c->tasks, used = 0, stop;
     EwcStatus st;
+    if (c->patience) {
+        long long max_steps = (long long)c->epochs * trainer_steps_per_epoch(t);
+        if (steps_trained == max_steps && c->val_every && max_steps % c->val_every)
+            if ((st = validation_check(t, task, steps_trained, &stop))) return st;
+        /* the momentum belongs to the discarded trajectory after the best check: start the
+         * next task from the restored point at rest, as a fresh run would */
+        if (earlystop_finish_task(&t->es, task, steps_trained, max_steps, t->params) && t->mom)
+            memset(t->mom, 0, t->shape.n_params * sizeof(float));
+    }
     for (int j = 0; j < T; j++)
         if ((st = trainer_evaluate(t, j, &t->acc[(size_t)task * T + j]))) return st;
+    for (int j = 0; j < T && t->val_acc; j++)
+        if ((st = trainer_evaluate_split(t, &t->data->val, j, &t->val_acc[(size_t)task * T + j])))
+            return st;
     if (c->eval_every && (t->n_curve == 0 || t->curve[t->n_curve - 1].step != t->global_step))
         if ((st = curve_evaluate(t, task))) return st;
     /* the Fisher of every task, whatever the method: the checkpoint keeps it for analysis */
     if ((st = trainer_fisher(t, task, c->fisher, c->fisher_samples, fisher, &used))) return st;
     penalty_add_task(&t->pen, fisher, t->params);
+    earlystop_begin_task(&t->es);
     t->task = task + 1;
     t->epoch = t->step = 0;
     TaskRecord rec = {task, t->params, fisher, c->fisher, used};
@@ -110,6 +136,8 @@ EwcStatus run_sequence(Trainer *t) {
 
     for (int task = t->task; task < T; task++) {
         warn_stability(t, task);
+        int stop_task = 0;
+        long long steps_trained = (long long)E * spe;
         for (int epoch = t->epoch; epoch < E; epoch++) {
             trainer_begin_epoch(t, task, epoch);
             double loss_sum = 0.0, e_train = t->train_seconds;
@@ -127,6 +155,17 @@ EwcStatus run_sequence(Trainer *t) {
                 t->step = step + 1;
                 if (c->eval_every && t->global_step % c->eval_every == 0)
                     if ((st = curve_evaluate(t, task))) goto done;
+                /* early stopping on the fixed schedule; a stop ends the task here (its end
+                 * writes a checkpoint; a pending signal is seen at the next step) */
+                long long task_steps = (long long)epoch * spe + step + 1;
+                int check = c->val_every ? task_steps % c->val_every == 0 : step + 1 == spe;
+                if (c->patience && check) {
+                    if ((st = validation_check(t, task, task_steps, &stop_task))) goto done;
+                    if (stop_task) {
+                        steps_trained = task_steps;
+                        break;
+                    }
+                }
                 /* step boundary: the state is complete here, so a checkpoint can resume it */
                 int stop = signals_stop_requested(t->dist.comm);
                 if (stop || (c->checkpoint_every && t->global_step % c->checkpoint_every == 0)) {
@@ -154,8 +193,16 @@ EwcStatus run_sequence(Trainer *t) {
                        dt > 0 ? (t->train_samples - e_samples) / dt : 0.0, eta);
                 fflush(stdout);
             }
+            if (stop_task) break;
         }
-        if ((st = finish_task(t, task, fisher, t_start))) goto done;
+        if ((st = finish_task(t, task, fisher, t_start, steps_trained))) goto done;
+        if (root && !c->quiet && c->patience) {
+            const EarlyStopRecord *r = &t->es.rec[task];
+            printf("task %d: %s after %lld steps; best validation accuracy %.4f at step %lld%s\n",
+                   task, r->stopped_early ? "stopped early" : "finished", r->steps_trained,
+                   r->best_accuracy, r->best_step,
+                   r->best_step != r->steps_trained ? " (parameters restored)" : "");
+        }
         if (root && !c->quiet) {
             printf("after task %d:", task);
             for (int j = 0; j < T; j++) printf(" %.4f", t->acc[(size_t)task * T + j]);

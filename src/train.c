@@ -48,6 +48,8 @@ EwcStatus trainer_init(Trainer *t, const Config *cfg, const Dataset *data, MPI_C
     t->in_sq = alloc_floats((size_t)cfg->batch * (maxdim + 1));
     t->initial_acc = calloc((size_t)T, sizeof(double));
     t->acc = calloc((size_t)T * T, sizeof(double));
+    if (cfg->validation > 0 && !(t->val_acc = calloc((size_t)T * T, sizeof(double)))) goto nomem;
+    if ((st = earlystop_init(&t->es, cfg->patience, np, T))) goto fail;
     if (!t->params || !t->grad || (cfg->momentum > 0 && !t->mom) || !t->perm || !t->ybuf ||
         !t->order || !t->in_sq || !t->initial_acc || !t->acc)
         goto nomem;
@@ -85,6 +87,8 @@ void trainer_free(Trainer *t) {
     free(t->in_sq);
     free(t->initial_acc);
     free(t->acc);
+    free(t->val_acc);
+    earlystop_free(&t->es);
     free(t->curve);
     model_acts_free(&t->acts);
     model_acts_free(&t->eval);
@@ -240,7 +244,10 @@ EwcStatus trainer_step(Trainer *t, int task, int epoch, int step, double *loss) 
 }
 
 EwcStatus trainer_evaluate(Trainer *t, int task, double *accuracy) {
-    const Split *test = &t->data->test;
+    return trainer_evaluate_split(t, &t->data->test, task, accuracy);
+}
+
+EwcStatus trainer_evaluate_split(Trainer *t, const Split *test, int task, double *accuracy) {
     Activations *a = &t->eval;
     int s0, s1, q = t->dist.quantum;
     /* chunks of whole quanta, so every split of the test set falls on the tile grid */

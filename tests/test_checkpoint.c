@@ -857,6 +857,86 @@ static void test_reject_config_mismatch(void **state) {
     assert_error(load_with(&c, R.ckpt), EWC_EINVAL, R.ckpt, "--method", NULL);
 }
 
+/* A version-1 file (before --validation existed: no such /config attributes) loads as a run
+ * without validation; asking it for a validation split is refused, naming the flag. In a
+ * version-2 file the attributes are required. */
+static void test_version1_loads(void **state) {
+    (void)state;
+    char p[H5FILE_PATH_MAX];
+    static const char *const added[] = {"validation", "patience", "val_every"};
+    hid_t f = open_copy_rw(p, "version-1");
+    set_attr_i64(f, "/", "format_version", 1);
+    for (int i = 0; i < 3; i++) assert_true(H5Adelete_by_name(f, "/config", added[i], H5P_DEFAULT) >= 0);
+    assert_true(H5Fclose(f) >= 0);
+    EwcStatus st = load_with(&R.cfg, p);
+    if (st) fail_msg("version-1 checkpoint: %s", ewc_error_message());
+    Config c = R.cfg;
+    c.validation = 5;
+    assert_error(load_with(&c, p), EWC_EINVAL, p, "--validation", NULL);
+
+    f = open_copy_rw(p, "version-2-no-validation-attr");
+    assert_true(H5Adelete_by_name(f, "/config", "patience", H5P_DEFAULT) >= 0);
+    assert_true(H5Fclose(f) >= 0);
+    assert_error(load_with(&R.cfg, p), EWC_EFORMAT, p, "patience", NULL);
+}
+
+/* The --validation / --patience state: validation matrix, best-so-far state and per-task records
+ * round-trip bit for bit; an impossible counter or a missing best slab is refused. */
+static void test_early_stopping_round_trip(void **state) {
+    (void)state;
+    Config c = R.cfg;
+    c.validation = 5;
+    c.patience = 3;
+    c.val_every = 2;
+    c.method = METHOD_SGD; /* no finished tasks to carry over */
+    Trainer a, b;
+    assert_int_equal(trainer_init(&a, &c, &R.data, MPI_COMM_SELF), EWC_OK);
+    assert_int_equal(trainer_init(&b, &c, &R.data, MPI_COMM_SELF), EWC_OK);
+    size_t np = a.shape.n_params;
+    TestRng rng = {77};
+    assert_non_null(a.val_acc);
+    assert_non_null(a.es.best);
+    trng_fill(&rng, a.es.best, np, -1, 1);
+    for (int i = 0; i < TASKS * TASKS; i++) a.val_acc[i] = trng_uniform(&rng, 0, 1);
+    a.es.best_accuracy = 0.625;
+    a.es.best_step = 4;
+    a.es.bad_checks = 2;
+    a.es.rec[0] = (EarlyStopRecord){5, 3, 0.75, 1};
+    a.es.rec[1] = (EarlyStopRecord){10, 10, 0.5, 0};
+    a.task = 2;
+    a.step = 1;
+    char p[H5FILE_PATH_MAX];
+    new_path(p, "early-stopping");
+    if (checkpoint_save(&a, p, NULL)) fail_msg("save: %s", ewc_error_message());
+    if (checkpoint_load(&b, p)) fail_msg("load: %s", ewc_error_message());
+    assert_bits_equal(a.es.best, b.es.best, np * sizeof(float), "best parameters");
+    assert_bits_equal(a.val_acc, b.val_acc, TASKS * TASKS * sizeof(double), "validation matrix");
+    assert_bits_equal(&a.es.best_accuracy, &b.es.best_accuracy, sizeof(double), "best accuracy");
+    assert_int_equal(b.es.best_step, 4);
+    assert_int_equal(b.es.bad_checks, 2);
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(b.es.rec[k].steps_trained, a.es.rec[k].steps_trained);
+        assert_int_equal(b.es.rec[k].best_step, a.es.rec[k].best_step);
+        assert_int_equal(b.es.rec[k].stopped_early, a.es.rec[k].stopped_early);
+        assert_true(b.es.rec[k].best_accuracy == a.es.rec[k].best_accuracy);
+    }
+    /* the file's counter must be below the patience (a save does not check it) */
+    char q[H5FILE_PATH_MAX];
+    new_path(q, "early-stopping-counter");
+    a.es.bad_checks = 3;
+    if (checkpoint_save(&a, q, NULL)) fail_msg("save: %s", ewc_error_message());
+    assert_error(load_with(&c, q), EWC_EFORMAT, q, "early-stopping", NULL);
+    new_path(q, "early-stopping-no-best");
+    copy_file(p, q);
+    hid_t f = H5Fopen(q, H5F_ACC_RDWR, H5P_DEFAULT);
+    assert_true(f >= 0);
+    assert_true(H5Ldelete(f, "/state/early_stopping/best", H5P_DEFAULT) >= 0);
+    assert_true(H5Fclose(f) >= 0);
+    assert_error(load_with(&c, q), EWC_EFORMAT, q, "/state/early_stopping/best", NULL);
+    trainer_free(&a);
+    trainer_free(&b);
+}
+
 static void test_execution_fields_may_change(void **state) {
     (void)state;
     Config c = R.cfg;
@@ -956,6 +1036,8 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_reject_missing_dataset),
         cmocka_unit_test(test_reject_missing_task_record),
         cmocka_unit_test(test_reject_config_mismatch),
+        cmocka_unit_test(test_version1_loads),
+        cmocka_unit_test(test_early_stopping_round_trip),
         cmocka_unit_test(test_execution_fields_may_change),
         cmocka_unit_test(test_no_temp_files),
         cmocka_unit_test(test_failed_save_keeps_previous),

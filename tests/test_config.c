@@ -403,6 +403,13 @@ static const BadCase bad_cases[] = {
     {{"--data", ""}, {"--data", "\"\""}},
     {{"--resume=1"}, {"--resume: takes no value", "\"1\""}},
     {{"--quiet=yes"}, {"--quiet", "\"yes\""}},
+    {{"--validation", "-1"}, {"--validation", "\"-1\""}},
+    {{"--patience", "-2"}, {"--patience", "\"-2\""}},
+    {{"--val-every", "-1"}, {"--val-every", "\"-1\""}},
+    {{"--patience", "3"}, {"--patience 3", "--validation"}},
+    {{"--patience", "1", "--validation", "0"}, {"--patience", "--validation N > 0"}},
+    {{"--train-samples", "100", "--validation", "100"}, {"--validation 100", "100 training"}},
+    {{"--validation", "500", "--train-samples", "20"}, {"--validation 500", "--train-samples"}},
 };
 
 static void test_bad_input_rejected(void **state) {
@@ -634,6 +641,29 @@ static void test_json_small_buffers(void **state) {
 
 /* ---- resume comparison ------------------------------------------------------------------- */
 
+/* The validation flags: values in range are accepted together; --patience needs --validation. */
+static void test_validation_flags(void **state) {
+    Config c, d;
+    config_defaults(&d);
+    assert_int_equal(d.validation, 0);
+    assert_int_equal(d.patience, 0);
+    assert_int_equal(d.val_every, 0);
+    assert_int_equal(PARSE(&c, "--train-samples", "100", "--validation", "99", "--patience", "2",
+                           "--val-every", "7"), EWC_OK);
+    assert_int_equal(c.validation, 99);
+    assert_int_equal(c.patience, 2);
+    assert_int_equal(c.val_every, 7);
+    /* without --train-samples the size of the training set is checked after loading it */
+    assert_int_equal(PARSE(&c, "--validation", "1000000"), EWC_OK);
+    assert_int_equal(PARSE(&c, "--val-every", "3"), EWC_OK);
+    c = d;
+    c.patience = 1;
+    assert_string_equal(config_experiment_diff(&d, &c), "--patience");
+    /* --help still wins after the cross-flag error */
+    assert_int_equal(PARSE(&c, "--patience", "2", "--help"), EWC_EINVAL);
+    assert_int_equal(c.help, 1);
+}
+
 static void test_experiment_diff(void **state) {
     Config a, b;
     config_defaults(&a);
@@ -679,7 +709,7 @@ static void test_experiment_diff(void **state) {
         {"--momentum", "0.5"}, {"--train-samples", "9"}, {"--test-samples", "9"},
         {"--method", "ewc"}, {"--gamma", "0.5"}, {"--fisher", "expected"},
         {"--fisher-samples", "9"}, {"--dropout-input", "0.1"}, {"--dropout", "0.1"},
-        {"--penalty-step", "implicit"},
+        {"--penalty-step", "implicit"}, {"--validation", "9"}, {"--val-every", "5"},
     };
     for (size_t i = 0; i < sizeof exp_flags / sizeof exp_flags[0]; i++) {
         assert_int_equal(PARSE(&b, exp_flags[i][0], exp_flags[i][1]), EWC_OK);
@@ -710,6 +740,7 @@ int main(void) {
         cmocka_unit_test(test_json_values_and_escapes),
         cmocka_unit_test(test_json_small_buffers),
         cmocka_unit_test(test_experiment_diff),
+        cmocka_unit_test(test_validation_flags),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

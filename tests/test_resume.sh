@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Issue "resume": the same results, bit for bit, for 1, 2 and 4 ranks, and after runs stopped by
-# signals or killed with SIGKILL at arbitrary points and resumed with --resume.
+# signals or killed with SIGKILL at arbitrary points and resumed with --resume. Then the same
+# for a run with a validation split and early stopping (the best-so-far state is resumed too).
 set -uo pipefail
 train=${EWC_TRAIN:-$1/ewc-train}
 tools=${EWC_SOURCE_DIR:-$(dirname "$0")/..}/tests/tools
@@ -22,6 +23,7 @@ check() { # NAME COMMAND...: run a check, count and report it
 args=(--tasks 3 --hidden 256,128 --epochs 2 --batch 96 --train-samples 20050 --test-samples 1000
       --method ewc --lambda 20 --momentum 0.5 --lr 0.05 --dropout 0.2 --dropout-input 0.1
       --eval-every 40 --fisher-samples 3000 --quiet)
+base_args=("${args[@]}")
 start=$(date +%s.%N)
 timeout 300 "$train" "${args[@]}" --out "$work/ref" > /dev/null 2>&1
 ref_seconds=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')
@@ -88,6 +90,32 @@ pid=$!
 sleep "$(awk -v t="$ref_seconds" 'BEGIN { print t / 3 }')"; kill -TERM $pid; kill -TERM $pid
 wait $pid; rc=$?
 check "a second signal exits at once (status $rc)" bash -c "[ $rc -eq 143 ] || [ $rc -eq 3 ]"
+
+# Validation split and early stopping: patience 1 on a noisy run ends tasks early at different
+# steps, so stops and kills land before, at and after the early ends and the restores; the
+# resumed runs must stop each task at the same step with the same best parameters.
+args=("${base_args[@]}" --validation 2000 --patience 1 --val-every 20)
+start=$(date +%s.%N)
+timeout 300 "$train" "${args[@]}" --out "$work/vref" > /dev/null 2>&1
+ref_seconds=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')
+check "validation reference run finishes" test -f "$work/vref/validation_accuracy.csv"
+check "some task stopped early" grep -q '"stopped_early": true' "$work/vref/summary.json"
+for np in 2 4; do
+    timeout 300 mpirun -np $np --oversubscribe "$train" "${args[@]}" --out "$work/vnp$np" >/dev/null 2>&1
+    check "validation, $np ranks: bit-identical outputs to 1 rank" \
+        "$tools/same_outputs.py" "$work/vref" "$work/vnp$np"
+done
+stops=$(interrupt_until_done "$work/vsig" USR1 3 mpirun -np 2 --oversubscribe "$train" 2> "$work/vsig.log")
+check "validation, SIGUSR1 under mpirun -np 2: stopped at least twice (got ${stops:-0})" \
+    test "${stops:-0}" -ge 2
+check "validation, stop + resume gives bit-identical outputs" \
+    "$tools/same_outputs.py" "$work/vref" "$work/vsig"
+args+=(--checkpoint-every 7)
+stops=$(interrupt_until_done "$work/vkill" KILL 137 "$train" 2> "$work/vkill.log")
+check "validation, SIGKILL at random steps: killed at least twice (got ${stops:-0})" \
+    test "${stops:-0}" -ge 2
+check "validation, SIGKILL + resume gives bit-identical outputs" \
+    "$tools/same_outputs.py" "$work/vref" "$work/vkill"
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

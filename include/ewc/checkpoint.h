@@ -7,7 +7,9 @@
 #include "ewc/error.h"
 #include "ewc/train.h"
 
-#define CHECKPOINT_FORMAT_VERSION 2
+#define CHECKPOINT_FORMAT_VERSION 2 /* 2: --validation, --patience, --val-every (and
+                                     * their data), the BLAS core and row quantum */
+#define CHECKPOINT_FORMAT_OLDEST 1  /* version 1 files load as runs without those flags */
 #define CHECKPOINT_NAME "checkpoint.h5"
 
 /* Per-task data handed to checkpoint_save when a task has just finished. */

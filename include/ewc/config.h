@@ -38,6 +38,9 @@ typedef struct {
     double dropout;                 /* --dropout P in [0, 1) on hidden layers, default 0 */
     PenaltyStep penalty_step;       /* --penalty-step explicit|implicit, default explicit */
     ReduceMode reduce;              /* --reduce exact|allreduce, default exact */
+    int validation;                 /* --validation N held-out training samples (0 = none) */
+    int patience;                   /* --patience P: checks without improvement end a task */
+    int val_every;                  /* --val-every STEPS of a task between checks (0: each epoch) */
 
     /* execution: free to change between a run and its resume */
     char out_dir[CONFIG_PATH_MAX];  /* --out, default "out" */
@@ -56,7 +59,8 @@ typedef struct {
 /* Fill C with the defaults, then apply ARGV (--flag VALUE or --flag=VALUE; a separate VALUE may
  * not start with "--", so "--out --quiet" is a missing value). Errors (EWC_EINVAL) set a one-line
  * message naming the flag and the value: unknown flags, stray arguments, missing, non-numeric or
- * out-of-range values, NaN/Inf, an empty --hidden, overlong paths. --help or -h anywhere sets
+ * out-of-range values, NaN/Inf, an empty --hidden, overlong paths, --patience without
+ * --validation, --validation not below --train-samples. --help or -h anywhere sets
  * C->help, even after an error; the status is then that of the first error, else EWC_OK. */
 EwcStatus config_parse(Config *c, int argc, char **argv);
 void config_defaults(Config *c);

@@ -18,6 +18,7 @@ typedef struct {
 
 typedef struct {
     Split train, test;
+    Split val;      /* held-out validation samples (validation.h); n = 0 without --validation */
     int n_classes;  /* 1 + the largest label in either split's file (before any MAX_TRAIN /
                      * MAX_TEST limit, so the limits never change the model's shape) */
 } Dataset;

@@ -1,6 +1,7 @@
 /* Continual-learning metrics from the accuracy matrix, and the run's output files
- * (accuracy.csv, curve.csv, summary.json), each regenerated whole from the trainer's state and
- * replaced atomically, so a resumed run writes exactly what an uninterrupted one would. */
+ * (accuracy.csv, validation_accuracy.csv, curve.csv, summary.json), each regenerated whole from
+ * the trainer's state and replaced atomically, so a resumed run writes exactly what an
+ * uninterrupted one would. */
 #ifndef EWC_REPORT_H
 #define EWC_REPORT_H
 
@@ -21,6 +22,9 @@ void report_metrics(Metrics *m, const double *acc, const double *initial, int T,
 
 /* Write OUT_DIR/accuracy.csv with the rows of the K finished tasks. Rank 0 only. */
 EwcStatus report_write_accuracy(const char *out_dir, const Trainer *t, int k);
+
+/* Write OUT_DIR/validation_accuracy.csv (same columns, from t->val_acc). Rank 0 only. */
+EwcStatus report_write_validation(const char *out_dir, const Trainer *t, int k);
 
 /* Write OUT_DIR/curve.csv from t->curve. Rank 0 only. */
 EwcStatus report_write_curve(const char *out_dir, const Trainer *t);

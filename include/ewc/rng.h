@@ -12,7 +12,8 @@ typedef enum {
     RNG_EPOCH_ORDER,   /* a = task, b = epoch: the order of training samples */
     RNG_DROPOUT,       /* a = task, b = epoch, index = (sample position, layer, unit) */
     RNG_FISHER_LABEL,  /* a = task, index = sample: label drawn from the model (sampled Fisher) */
-    RNG_FISHER_ORDER   /* a = task: which training samples the Fisher averages over */
+    RNG_FISHER_ORDER,  /* a = task: which training samples the Fisher averages over */
+    RNG_VALIDATION_SPLIT = 7 /* a = b = 0: which training samples are held out (validation.h) */
 } RngPurpose;
 
 /* Four independent 32-bit words for counter (a, b, index) under key (seed, purpose). */

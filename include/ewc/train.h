@@ -9,6 +9,7 @@
 #include "ewc/config.h"
 #include "ewc/dataset.h"
 #include "ewc/dist.h"
+#include "ewc/earlystop.h"
 #include "ewc/error.h"
 #include "ewc/model.h"
 #include "ewc/penalty.h"
@@ -52,6 +53,8 @@ typedef struct {
     /* metrics */
     double *initial_acc;  /* (tasks) accuracy of the untrained model on each task */
     double *acc;          /* (tasks, tasks) R[t][j], rows filled up to the last finished task */
+    double *val_acc;      /* (tasks, tasks) the same on the validation split; NULL without it */
+    EarlyStop es;         /* --patience state of the current task and records (earlystop.h) */
     CurvePoint *curve;
     int n_curve, cap_curve;
     double train_seconds; /* time in training steps only */
@@ -82,6 +85,9 @@ EwcStatus trainer_step(Trainer *t, int task, int epoch, int step, double *loss);
 
 /* Test accuracy on TASK (fraction in [0, 1], identical on every rank). Collective. */
 EwcStatus trainer_evaluate(Trainer *t, int task, double *accuracy);
+
+/* The same on SPLIT (e.g. &t->data->val) under TASK's permutation. Collective. */
+EwcStatus trainer_evaluate_split(Trainer *t, const Split *split, int task, double *accuracy);
 
 /* Diagonal Fisher of TASK at the current parameters into FISHER (n_params): the mean over
  * N samples (0 = whole training set) of the squared per-sample gradient of log p(y|x), with y

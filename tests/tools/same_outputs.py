@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 # Check that two run directories hold the same results: checkpoint datasets bit for bit,
-# accuracy.csv and curve.csv byte for byte, and summary.json equal except timing and
-# execution fields (which legitimately differ between runs). Exit 0 if all agree.
+# accuracy.csv, validation_accuracy.csv and curve.csv byte for byte, and summary.json equal
+# except timing and execution fields (which legitimately differ between runs). Exit 0 if all agree.
 import json
 import subprocess
 import sys
@@ -14,7 +14,7 @@ TIMING = {"wall_seconds", "train_seconds", "train_samples_per_second", "ranks"}
 def main():
     a, b = Path(sys.argv[1]), Path(sys.argv[2])
     bad = []
-    for name in ["accuracy.csv", "curve.csv"]:
+    for name in ["accuracy.csv", "validation_accuracy.csv", "curve.csv"]:
         if (a / name).exists() or (b / name).exists():
             if not (a / name).exists() or not (b / name).exists():
                 bad.append(f"{name} missing on one side")
