@@ -82,7 +82,8 @@ void blascore_sgemm(int trans_a, int trans_b, int m, int n, int k, const float *
 EwcStatus blascore_selftest(BlasGemm gemm, const ModelShape *s, int batch, double *worst);
 
 /* SGEMM GFLOP/s of one training step's products for S at min(BATCH, 128) rows, best of a few
- * repetitions, with the BLAS thread count in force. Local. */
+ * repetitions, in process CPU time (so other jobs on the node do not sway it), with the BLAS
+ * thread count in force. Local. */
 double blascore_time(const ModelShape *s, int batch);
 
 /* ---- the choice --------------------------------------------------------------------------- */

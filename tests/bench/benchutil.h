@@ -12,7 +12,9 @@
 #include "ewc/dataset.h"
 #include "ewc/error.h"
 
-#define MNIST_DIR "/work/shared/data/mnist"
+#include <stdlib.h>
+
+#define MNIST_DIR "data/mnist" /* filled by data/fetch.sh mnist data/mnist; or $EWC_MNIST_DIR */
 
 /* Print WHAT and the library's last error, then stop every rank (a benchmark has no recovery). */
 static void die(const char *what) {
@@ -23,11 +25,20 @@ static void die(const char *what) {
     MPI_Abort(MPI_COMM_WORLD, 1);
 }
 
-/* MNIST where it is available (the published figures), else the default Fashion-MNIST. */
+static int has_images(const char *dir) {
+    char p[4096];
+    snprintf(p, sizeof p, "%s/train-images-idx3-ubyte", dir);
+    if (access(p, R_OK) == 0) return 1;
+    snprintf(p, sizeof p, "%s/train-images-idx3-ubyte.gz", dir);
+    return access(p, R_OK) == 0;
+}
+
+/* MNIST where it is available (the published figures): $EWC_MNIST_DIR, else data/mnist below
+ * the working directory; else the default Fashion-MNIST. */
 static const char *default_data_dir(void) {
-    if (access(MNIST_DIR "/train-images-idx3-ubyte.gz", R_OK) == 0 ||
-        access(MNIST_DIR "/train-images-idx3-ubyte", R_OK) == 0)
-        return MNIST_DIR;
+    const char *env = getenv("EWC_MNIST_DIR");
+    if (env && *env && has_images(env)) return env;
+    if (has_images(MNIST_DIR)) return MNIST_DIR;
     return DATASET_DEFAULT_DIR;
 }
 

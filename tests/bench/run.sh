@@ -20,6 +20,8 @@ BATCHES=${BATCHES:-"100 1000"}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
 [ -x "$PY" ] || PY=python3
+[ -z "$DATA" ] && [ -n "${EWC_MNIST_DIR:-}" ] && DATA=$EWC_MNIST_DIR
+[ -z "$DATA" ] && [ -d "$SRC/data/mnist" ] && DATA=$SRC/data/mnist
 data_flag=()
 [ -n "$DATA" ] && data_flag=(--data "$DATA")
 
