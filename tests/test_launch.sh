@@ -116,6 +116,17 @@ one_line_error "ewc-sweep run: a missing data directory is one clear error befor
     "data directory '$tmp/mydata' does not exist: fetch MNIST into it with data/fetch.sh" \
     sweep run tiny.ini --set data=mydata
 check "ewc-sweep run: ... and nothing ran" test ! -e runs/tiny
+for f in "$src"/launch/sweeps/*.ini; do
+    check "committed sweep $(basename "$f") parses; its data directory is relative (no machine's path)" \
+        bash -c "'$launch/ewc-sweep' list '$f' | grep -q '^[0-9]* points: [0-9]* new$' && grep -q '^data = data/mnist ' '$f'"
+done
+check "paper-fig2b.ini: sgd, sgd + dropout, l2, ewc, online-ewc with validation, early stopping, 3+ seeds" \
+    bash -c "'$launch/ewc-sweep' list '$launch/sweeps/paper-fig2b.ini' > fig2b.txt &&
+             grep -q ' method=sgd,seed=3$' fig2b.txt && grep -q ' method=sgd,dropout-input=0.2,dropout=0.5,seed=3$' fig2b.txt &&
+             grep -q ' method=l2,lambda=.*,seed=3$' fig2b.txt && grep -q ' method=ewc,lambda=.*,seed=3$' fig2b.txt &&
+             grep -q ' method=online-ewc,lambda=.*,gamma=.*,seed=3$' fig2b.txt &&
+             grep -q '^validation = [1-9]' '$launch/sweeps/paper-fig2b.ini' && grep -q '^patience = [1-9]' '$launch/sweeps/paper-fig2b.ini' &&
+             grep -q '^tasks = 10' '$launch/sweeps/paper-fig2b.ini'"
 printf '[grid]\nhidden = 8 6,6\nseed = 1\n' > enc.ini
 check "names: ',' in a value is %-encoded" grep -q " hidden=6%2C6,seed=1$" <(sweep list enc.ini)
 
