@@ -10,8 +10,10 @@ readonly DATASETS=(mnist fashion-mnist kmnist)
 
 usage() {
     cat <<'EOF'
-usage: data/fetch.sh mnist|fashion-mnist|kmnist DEST_DIR
-           download the four .gz files into DEST_DIR (created if needed) and verify them
+usage: data/fetch.sh mnist|fashion-mnist|kmnist [DEST_DIR]
+           download the four .gz files into DEST_DIR (created if needed; default: the
+           directory data/NAME of this repository, e.g. data/mnist, which the sweep files
+           in launch/sweeps use) and verify them
        data/fetch.sh --verify [mnist|fashion-mnist|kmnist] DIR
            only check the files in DIR (raw or .gz); without a name the dataset is
            recognised from its train labels
@@ -36,8 +38,8 @@ mirrors() {
 }
 
 # md5 of the official .gz files.
-#   mnist: the MD5SUMS shipped with the verified copy in /work/shared/data/mnist (identical to
-#     the checksums torchvision uses).
+#   mnist: the MD5SUMS of a verified copy of the original files (identical to the checksums
+#     torchvision uses).
 #   fashion-mnist: the table in the zalandoresearch/fashion-mnist README.
 #   kmnist: rois-codh/kmnist publishes no checksums; these are the ones torchvision
 #     (torchvision/datasets/mnist.py, class KMNIST) checks every download against.
@@ -256,8 +258,8 @@ main() {
         "") die_usage "missing arguments" ;;
         *)
             is_dataset "$1" || die_usage "unknown dataset '$1'"
-            [[ $# == 2 ]] || die_usage "expected: DATASET DEST_DIR"
-            cmd_fetch "$1" "$2"
+            [[ $# == 1 || $# == 2 ]] || die_usage "expected: DATASET [DEST_DIR]"
+            cmd_fetch "$1" "${2:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$1}"
             ;;
     esac
 }

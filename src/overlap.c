@@ -1,4 +1,4 @@
-/* Fisher overlap between the tasks recorded in a checkpoint (Kirkpatrick et al. 2017, Fig. 3C). */
+/* Fisher overlap between the tasks recorded in a checkpoint (Kirkpatrick et al. 2017, Fig. 2C). */
 #include "ewc/overlap.h"
 
 #include <math.h>

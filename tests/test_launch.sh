@@ -72,8 +72,61 @@ printf '[grid]\nlamda = 1 2\n' > typo.ini
 expect_fail "run: a misspelt flag is caught before anything runs" "'lamda' is not an ewc-train flag" \
     sweep run typo.ini
 expect_fail "missing sweep file" "cannot read sweep file nothere.ini" sweep list nothere.ini
-expect_fail "unknown command" "unknown command 'walk'" sweep walk tiny.ini
-expect_fail "--throttle is for submit only" "unknown option '--throttle'" sweep run tiny.ini --throttle 2
+expect_fail "unknown command" "invalid choice: 'walk'" sweep walk tiny.ini
+expect_fail "--throttle is for submit only" "unrecognized arguments: --throttle" sweep run tiny.ini --throttle 2
+
+# ---- command lines (argparse): --help, one-line errors, abbreviations ------------------------------------
+# one_line_error WHAT PATTERN CMD...: exit status 2 and exactly one line of output, matching PATTERN
+one_line_error() {
+    local what="$1" pattern="$2" out rc=0; shift 2
+    out=$("$@" 2>&1) || rc=$?
+    if [ "$rc" -eq 2 ] && [ "$(wc -l <<<"$out")" -eq 1 ] && grep -q -- "$pattern" <<<"$out"; then ok "$what"
+    else bad "$what (exit $rc, output: $out)"; fi
+}
+for tool in "ewc-sweep" "ewc-sweep run" "ewc-sweep submit" "ewc-aggregate" "ewc-plot" "ewc-plot tasks"; do
+    read -r t c <<<"$tool"
+    # shellcheck disable=SC2086  # $c is empty or one word
+    out=$("$launch/$t" $c --help 2>&1) || bad "$tool --help exits 0"
+    check "$tool --help prints a usage" grep -q "^usage: $tool" <<<"$out"
+done
+check "ewc-sweep --help documents the sweep format" grep -q "^Sweep file:" <(sweep --help)
+out=$(sweep submit --help)
+check "ewc-sweep submit --help lists its options" \
+    bash -c "grep -q -- '--throttle N' <<<'$out' && grep -q -- '--dry-run' <<<'$out'"
+one_line_error "ewc-sweep: a bad option is one line, exit 2" "ewc-sweep: unrecognized arguments: --bogus" \
+    sweep list tiny.ini --bogus
+one_line_error "ewc-sweep: no command is one line, exit 2" "required: COMMAND" sweep
+one_line_error "ewc-sweep: an ambiguous abbreviation is refused" "ambiguous option: --t could match" \
+    sweep run tiny.ini --t 2
+one_line_error "ewc-sweep: a missing value is one line" "run: argument --ranks: expected one argument" \
+    sweep run tiny.ini --ranks
+one_line_error "ewc-aggregate: a bad option is one line, exit 2" "ewc-aggregate: unrecognized arguments: --bogus" \
+    "$launch/ewc-aggregate" tiny.ini --bogus
+one_line_error "ewc-plot: a bad choice is one line, exit 2" "ewc-plot: tasks: argument --best: invalid choice: 'lambda'" \
+    "$launch/ewc-plot" tasks tiny.ini --best lambda
+one_line_error "ewc-plot: curve takes no --where" "unrecognized arguments: --where" \
+    "$launch/ewc-plot" curve runs --where seed=1
+out=$(sweep submit tiny.ini --thro 3 --dry --ra 2 -- --partition=p1 2>&1) || bad "abbreviated options: $out"
+check "ewc-sweep: abbreviations (--thro, --dry, --ra) work; -- still goes to sbatch" \
+    grep -q -- "--array=0-8%3 .*--ntasks=2 .*--partition=p1 $launch/ewc-sbatch.sh" <<<"$(tail -n 1 <<<"$out")"
+out=$(sweep run tiny.ini --set data=mydata --dry 2>&1)
+check "ewc-sweep: a relative data directory reaches the trainer as an absolute path" \
+    grep -q -- "--data $tmp/mydata .*--out $tmp/runs/tiny/method=sgd --resume" <<<"$out"
+one_line_error "ewc-sweep run: a missing data directory is one clear error before anything runs" \
+    "data directory '$tmp/mydata' does not exist: fetch MNIST into it with data/fetch.sh" \
+    sweep run tiny.ini --set data=mydata
+check "ewc-sweep run: ... and nothing ran" test ! -e runs/tiny
+for f in "$src"/launch/sweeps/*.ini; do
+    check "committed sweep $(basename "$f") parses; its data directory is relative (no machine's path)" \
+        bash -c "'$launch/ewc-sweep' list '$f' | grep -q '^[0-9]* points: [0-9]* new$' && grep -q '^data = data/mnist ' '$f'"
+done
+check "paper-fig2b.ini: sgd, sgd + dropout, l2, ewc, online-ewc with validation, early stopping, 3+ seeds" \
+    bash -c "'$launch/ewc-sweep' list '$launch/sweeps/paper-fig2b.ini' > fig2b.txt &&
+             grep -q ' method=sgd,seed=3$' fig2b.txt && grep -q ' method=sgd,dropout-input=0.2,dropout=0.5,seed=3$' fig2b.txt &&
+             grep -q ' method=l2,lambda=.*,seed=3$' fig2b.txt && grep -q ' method=ewc,lambda=.*,seed=3$' fig2b.txt &&
+             grep -q ' method=online-ewc,lambda=.*,gamma=.*,seed=3$' fig2b.txt &&
+             grep -q '^validation = [1-9]' '$launch/sweeps/paper-fig2b.ini' && grep -q '^patience = [1-9]' '$launch/sweeps/paper-fig2b.ini' &&
+             grep -q '^tasks = 10' '$launch/sweeps/paper-fig2b.ini'"
 printf '[grid]\nhidden = 8 6,6\nseed = 1\n' > enc.ini
 check "names: ',' in a value is %-encoded" grep -q " hidden=6%2C6,seed=1$" <(sweep list enc.ini)
 
@@ -229,6 +282,81 @@ out=$("$launch/ewc-aggregate" runs/tiny --out agg 2>&1)
 check "aggregate: a root directory and --out work too" test -s agg/results.csv -a -s agg/summary.csv
 mkdir -p partial/method=sgd
 expect_fail "aggregate: no finished runs is an error" "no finished runs" "$launch/ewc-aggregate" partial
+one_line_error "aggregate --select: runs without validation data are refused, one line" \
+    "ewc-aggregate: --select: 13 of 13 run(s) have no validation data .*ewc-train --validation N" \
+    "$launch/ewc-aggregate" runs/tiny --sel
+check "aggregate --select: ... and no chosen.ini is written" test ! -e runs/tiny/chosen.ini
+"$launch/ewc-aggregate" tiny.ini --ov seed --ou agg2 > /dev/null
+check "aggregate: abbreviated options (--ov, --ou) work" test -s agg2/summary.csv
+
+# ---- choosing settings on validation data (fake finished runs whose validation and test disagree) -----
+sel() { /usr/bin/python3 "$src/tests/tools/check_selection.py" "$@"; }
+cat > sel.ini <<'INI'
+# sgd, sgd + dropout, l2, ewc, online-ewc with grids; run directories are faked by check_selection.py
+[fixed]
+train-samples = 1000
+test-samples = 200
+hidden = 16
+tasks = 3
+quiet
+[grid]
+method = sgd
+seed = 1 2 3
+[grid]
+method = sgd
+dropout-input = 0.2
+dropout = 0.5
+seed = 1 2 3
+[grid]
+method = l2
+lambda = 0.01 1
+seed = 1 2 3
+[grid]
+method = ewc
+lambda = 1 100
+seed = 1 2 3
+[grid]
+method = online-ewc
+lambda = 10 100
+gamma = 0.5 0.9
+seed = 1 2 3
+INI
+sel fake "$launch" sel.ini runs/sel
+check "selection: the fake runs are built so that validation and test prefer different settings" \
+    sel differ "$launch" sel.ini
+out=$("$launch/ewc-aggregate" sel.ini --select 2>&1) || bad "aggregate --select: $out"
+check "aggregate --select: the table says the choice was made on validation data" \
+    bash -c "grep -q 'Settings chosen on validation data' runs/sel/selection.md && grep -q 'TEST figures' runs/sel/selection.md"
+check "aggregate --select: the summary has a validation column" \
+    grep -q 'validation_average_accuracy_mean' runs/sel/summary.csv
+check "aggregate --select: per method the best mean VALIDATION accuracy, with that choice's TEST figures" \
+    sel check "$launch" sel.ini runs/sel/selection.csv
+check "aggregate --select: sgd and sgd + dropout are separate methods" \
+    bash -c "grep -q '^| sgd | - | 3 | 1 |' runs/sel/selection.md && grep -q '^| sgd + dropout | - | 3 | 1 |' runs/sel/selection.md"
+check "aggregate --select: results.csv has the validation rows" grep -q ',validation,2,,1,' runs/sel/results.csv
+check "chosen.ini: per method one [grid] block, the validation choice, with the seeds as the grid" \
+    sel chosen "$launch" sel.ini runs/sel/chosen.ini
+check "chosen.ini: the sweep's fixed flags are kept" grep -qx "train-samples = 1000" runs/sel/chosen.ini
+out=$(sweep list runs/sel/chosen.ini 2>&1)
+check "chosen.ini: a valid sweep file, one point per method and seed" grep -q "^15 points: 15 new$" <<<"$out"
+out=$(sweep run runs/sel/chosen.ini --set "seed=11" 2>&1) || bad "rerun the choice with a new seed: $out"
+check "chosen.ini: rerunning the choice with a new seed is one command (5 runs)" \
+    grep -q "5 points, 5 run now, 0 failed" <<<"$out"
+lam=$(awk '/^method = ewc$/ { f = 1 } f && /^lambda = / { print $3; exit }' runs/sel/chosen.ini)
+check "chosen.ini: the rerun got the chosen settings (ewc: lambda $lam)" \
+    bash -c "grep -q '\"method\":\"ewc\",\"lambda\":$lam,' 'runs/sel-chosen/method=ewc,lambda=$lam,seed=11/summary.json' &&
+             grep -q '\"dropout_input\":0.2,\"dropout\":0.5,' 'runs/sel-chosen/method=sgd,dropout-input=0.2,dropout=0.5,seed=11/summary.json'"
+"$launch/ewc-aggregate" runs/sel --select --out selroot > /dev/null
+check "aggregate --select from a root: chosen.ini's fixed flags come from the runs' config" \
+    bash -c "grep -qx 'hidden = 16' selroot/chosen.ini && grep -qx quiet selroot/chosen.ini &&
+             grep -qx 'data = /nowhere/mnist' selroot/chosen.ini && ! grep -q '^out' selroot/chosen.ini &&
+             [ \$(grep -c '^lambda' selroot/chosen.ini) -eq 3 ]"
+check "aggregate --select from a root: the same choices" sel check "$launch" sel.ini selroot/selection.csv
+sel strip runs/sel/method=l2,lambda=1,seed=2
+one_line_error "aggregate --select: one run without validation data is enough to refuse" \
+    "select: 1 of 30 run(s) have no validation data (e.g. .*method=l2,lambda=1,seed=2/summary.json" \
+    "$launch/ewc-aggregate" sel.ini --select
+sel fake "$launch" sel.ini runs/sel
 
 # ---- plots ------------------------------------------------------------------------------------------------
 png() { [ -s "$1" ] && [ "$(head -c 8 "$1" | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ] && [ "$(wc -c < "$1")" -gt 10000 ]; }
@@ -236,8 +364,15 @@ png() { [ -s "$1" ] && [ "$(head -c 8 "$1" | od -An -tx1 | tr -d ' \n')" = 89504
 check "plot curve: PNG written" png curve.png
 "$launch/ewc-plot" curve "runs/tiny/method=sgd" > /dev/null
 check "plot curve: default output in the run directory" png runs/tiny/method=sgd/curve.png
-"$launch/ewc-plot" tasks tiny.ini > /dev/null
-check "plot tasks: PNG written to the sweep root" png runs/tiny/tasks.png
+"$launch/ewc-plot" tasks tiny.ini --best none > /dev/null
+check "plot tasks --best none: PNG written to the sweep root" png runs/tiny/tasks.png
+one_line_error "plot tasks: runs without validation data cannot be chosen among (no test fallback)" \
+    "tasks: .* have no validation data .*settings are never chosen on test data" \
+    "$launch/ewc-plot" tasks tiny.ini
+"$launch/ewc-plot" tasks sel.ini -o tasks-chosen.png > /dev/null
+check "plot tasks: the validation choices of sgd, sgd + dropout, l2, ewc, online-ewc" png tasks-chosen.png
+check "plot tasks: the plotted lines, the single-task level and the title" \
+    /usr/bin/python3 "$src/tests/tools/check_selection.py" plot "$launch" sel.ini
 "$launch/ewc-plot" tasks runs/tiny --best none --where seed=1 -o tasks-all.png > /dev/null
 check "plot tasks --best none --where: PNG written" png tasks-all.png
 "$launch/ewc-plot" lambda tiny.ini -o lambda.png > /dev/null

@@ -1,4 +1,4 @@
-/* Tests for the Fisher overlap (Kirkpatrick et al. 2017, Fig. 3C) against hand-computed values
+/* Tests for the Fisher overlap (Kirkpatrick et al. 2017, Fig. 2C) against hand-computed values
  * and a float64 evaluation of 1 - 1/2 sum (sqrt(f1/|f1|) - sqrt(f2/|f2|))^2. */
 #include <math.h>
 #include <setjmp.h>

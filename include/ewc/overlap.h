@@ -1,4 +1,4 @@
-/* Fisher overlap between tasks (Kirkpatrick et al. 2017, Fig. 3C): each diagonal Fisher is
+/* Fisher overlap between tasks (Kirkpatrick et al. 2017, Fig. 2C): each diagonal Fisher is
  * normalised to unit sum, and overlap = 1 - 1/2 sum_i (sqrt(f1_i) - sqrt(f2_i))^2, i.e.
  * 1 - squared Hellinger distance: 1 for identical Fishers, 0 for disjoint supports. */
 #ifndef EWC_OVERLAP_H
