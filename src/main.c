@@ -127,8 +127,13 @@ int main(int argc, char **argv) {
     if (st == EWC_OK && cfg.help) {
         if (rank == 0) config_print_help(argv[0]);
     } else if (st == EWC_OK && cfg.fisher_overlap[0]) {
-        st = rank == 0 ? overlap_print(cfg.fisher_overlap, stdout) : EWC_OK;
+        st = rank != 0            ? EWC_OK
+             : cfg.overlap_layers ? overlap_print_layers(cfg.fisher_overlap, stdout)
+                                  : overlap_print(cfg.fisher_overlap, stdout);
         st = dist_agree(comm, st, &reporter);
+    } else if (st == EWC_OK && cfg.overlap_layers) {
+        ewc_error_set("--overlap-layers: only with --fisher-overlap FILE");
+        st = EWC_EINVAL;
     } else if (st == EWC_OK) {
         openblas_set_num_threads(cfg.threads);
         st = train_main(&cfg, comm, &reporter);

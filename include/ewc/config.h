@@ -37,6 +37,7 @@ typedef struct {
     double dropout;                 /* --dropout P in [0, 1) on hidden layers, default 0 */
     PenaltyStep penalty_step;       /* --penalty-step explicit|implicit, default explicit */
     ReduceMode reduce;              /* --reduce exact|allreduce, default exact */
+    double permute_fraction;        /* --permute-fraction F in [0, 1]: pixels each task moves */
 
     /* execution: free to change between a run and its resume */
     char out_dir[CONFIG_PATH_MAX];  /* --out, default "out" */
@@ -48,6 +49,7 @@ typedef struct {
 
     /* modes other than training */
     char fisher_overlap[CONFIG_PATH_MAX]; /* --fisher-overlap FILE: print overlaps and exit */
+    int overlap_layers;                   /* --overlap-layers: per-layer overlaps (long CSV) */
     int help;                             /* --help was given */
 } Config;
 
