@@ -59,6 +59,7 @@ static EwcStatus write_config(H5Writer *w, const Config *c) {
     char hidden[CONFIG_MAX_HIDDEN * 12 + 2];
     hidden_string(c, hidden, sizeof hidden);
     if (!st) st = h5file_set_attr_str(w, "/config", "hidden", hidden);
+    if (!st) st = h5file_set_attr_f64(w, "/config", "permute_fraction", c->permute_fraction);
     char json[16384];
     if (!st && config_to_json(c, json, sizeof json) < sizeof json)
         st = h5file_set_attr_str(w, "/", "config", json);
@@ -92,6 +93,10 @@ static EwcStatus check_config(const H5Reader *r, const Config *cur, const char *
     }
     char stored[CONFIG_MAX_HIDDEN * 12 + 2], mine[sizeof stored];
     if (!st) st = h5file_get_attr_str(r, "/config", "hidden", stored, sizeof stored);
+    /* checkpoints written before --permute-fraction existed lack it: they permuted every pixel */
+    old.permute_fraction = 1.0;
+    if (!st && h5file_attr_exists(r, "/config", "permute_fraction"))
+        st = h5file_get_attr_f64(r, "/config", "permute_fraction", &old.permute_fraction);
     if (st) return st;
     hidden_string(cur, mine, sizeof mine);
     const char *diff = strcmp(stored, mine) ? "--hidden" : config_experiment_diff(&old, cur);

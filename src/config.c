@@ -72,6 +72,9 @@ static const Flag flags[] = {
     INT("--validation", validation, G_DATA, 1, 0, INT_MAX,
         "hold out N training samples (a fixed seeded subset, the same images for every task) "
         "for validation; never trained on; 0 = none"),
+    DBL("--permute-fraction", permute_fraction, "F", G_DATA, 0, 0, 1, 0,
+        "fraction of the pixels each task permutes: 1 = all (a full random permutation), "
+        "F < 1 = a random rearrangement of a random subset of round(F * pixels), the rest in place"),
 
     {.flag = "--hidden", AT(hidden), .arg = "W[,W...]", .group = G_MODEL, .experiment = 1,
      .kind = K_HIDDEN,
@@ -135,6 +138,9 @@ static const Flag flags[] = {
 
     PATH("--fisher-overlap", fisher_overlap, "FILE", G_OTHER, 0,
          "print the Fisher overlaps between the tasks stored in FILE, then exit"),
+    BOOL("--overlap-layers", overlap_layers, G_OTHER,
+         "with --fisher-overlap: one overlap per task pair and layer, as CSV "
+         "task_a,task_b,layer,overlap (layer 1 = input to first hidden, 'all' = whole network)"),
     {.flag = "--help", .alias = "-h", AT(help), .group = G_OTHER, .kind = K_BOOL,
      .help = "print this help and exit"},
 };
@@ -454,6 +460,7 @@ void config_defaults(Config *c) {
     c->dropout = 0.0;
     c->penalty_step = PENALTY_EXPLICIT;
     c->reduce = REDUCE_EXACT;
+    c->permute_fraction = 1.0;
     snprintf(c->out_dir, sizeof c->out_dir, "out");
     c->threads = 1;
     snprintf(c->blas_core, sizeof c->blas_core, "auto");

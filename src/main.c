@@ -141,7 +141,7 @@ int main(int argc, char **argv) {
     /* OpenBLAS chose its kernels when it loaded: a better choice re-executes the program, which
      * must happen before MPI_Init */
     BlasCore blas;
-    int training = st == EWC_OK && !cfg.help && !cfg.fisher_overlap[0];
+    int training = st == EWC_OK && !cfg.help && !cfg.fisher_overlap[0] && !cfg.overlap_layers;
     EwcStatus blas_st = training ? blascore_choose(&cfg, argv, &blas) : EWC_OK;
     MPI_Init(&argc, &argv);
     signals_install();
@@ -149,13 +149,18 @@ int main(int argc, char **argv) {
     MPI_Comm comm = MPI_COMM_WORLD;
     int rank, reporter = 0;
     MPI_Comm_rank(comm, &rank);
-    reporter = rank == 0;
-    if (training) st = dist_agree(comm, blas_st, &reporter);
+    reporter = rank == 0; /* a flag error, and errors below, are the same on every rank */
+    if (training && (st = dist_agree(comm, blas_st, &reporter)) == EWC_OK) reporter = rank == 0;
     if (st == EWC_OK && cfg.help) {
         if (rank == 0) config_print_help(argv[0]);
     } else if (st == EWC_OK && cfg.fisher_overlap[0]) {
-        st = rank == 0 ? overlap_print(cfg.fisher_overlap, stdout) : EWC_OK;
+        st = rank != 0            ? EWC_OK
+             : cfg.overlap_layers ? overlap_print_layers(cfg.fisher_overlap, stdout)
+                                  : overlap_print(cfg.fisher_overlap, stdout);
         st = dist_agree(comm, st, &reporter);
+    } else if (st == EWC_OK && cfg.overlap_layers) {
+        ewc_error_set("--overlap-layers: only with --fisher-overlap FILE");
+        st = EWC_EINVAL;
     } else if (st == EWC_OK) {
         openblas_set_num_threads(cfg.threads);
         st = train_main(&cfg, &blas, comm, &reporter);

@@ -8,6 +8,7 @@
 
 #include "ewc/layer.h"
 #include "ewc/optim.h"
+#include "ewc/permute.h"
 #include "ewc/rng.h"
 #include "ewc/tile.h"
 
@@ -58,7 +59,7 @@ EwcStatus trainer_init(Trainer *t, const Config *cfg, const Dataset *data, MPI_C
             goto nomem;
     for (int k = 0; k < T; k++) {
         if (!(t->perm[k] = malloc((size_t)t->dim * sizeof(int)))) goto nomem;
-        rng_permutation(t->perm[k], t->dim, cfg->seed, RNG_TASK_PERM, (uint32_t)k, 0);
+        if ((st = permute_task(t->perm[k], t->dim, cfg->permute_fraction, cfg->seed, k))) goto fail;
     }
     if ((st = model_acts_alloc(&t->acts, &t->shape, cfg->batch))) goto fail;
     if ((st = model_acts_alloc(&t->eval, &t->shape, TRAIN_EVAL_CHUNK))) goto fail;

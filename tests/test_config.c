@@ -153,6 +153,8 @@ static void test_defaults(void **state) {
     assert_int_equal(c.resume, 0);
     assert_int_equal(c.quiet, 0);
     assert_string_equal(c.fisher_overlap, "");
+    assert_true(c.permute_fraction == 1.0);
+    assert_int_equal(c.overlap_layers, 0);
     assert_int_equal(c.help, 0);
 
     Config p;
@@ -173,6 +175,7 @@ static const char *const every_flag[][2] = {
     {"--fisher-samples", "200"}, {"--dropout-input", "0.2"}, {"--dropout", "0.5"},
     {"--penalty-step", "implicit"}, {"--reduce", "allreduce"}, {"--threads", "8"},
     {"--eval-every", "11"},    {"--checkpoint-every", "13"}, {"--fisher-overlap", "/tmp/f.h5"},
+    {"--permute-fraction", "0.25"},
 };
 #define N_EVERY (sizeof every_flag / sizeof every_flag[0])
 
@@ -204,6 +207,7 @@ static void check_every_flag(const Config *c) {
     assert_int_equal(c->eval_every, 11);
     assert_int_equal(c->checkpoint_every, 13);
     assert_string_equal(c->fisher_overlap, "/tmp/f.h5");
+    assert_true(c->permute_fraction == 0.25);
     assert_int_equal(c->resume, 1);
     assert_int_equal(c->quiet, 1);
     assert_int_equal(c->help, 0);
@@ -410,6 +414,9 @@ static const BadCase bad_cases[] = {
     {{"--patience", "1", "--validation", "0"}, {"--patience", "--validation N > 0"}},
     {{"--train-samples", "100", "--validation", "100"}, {"--validation 100", "100 training"}},
     {{"--validation", "500", "--train-samples", "20"}, {"--validation 500", "--train-samples"}},
+    {{"--permute-fraction", "1.5"}, {"--permute-fraction: expected a number in [0, 1]", "\"1.5\""}},
+    {{"--permute-fraction", "-0.1"}, {"--permute-fraction", "\"-0.1\""}},
+    {{"--overlap-layers=1"}, {"--overlap-layers: takes no value", NULL}},
 };
 
 static void test_bad_input_rejected(void **state) {
@@ -568,7 +575,8 @@ static void test_json_defaults(void **state) {
         "\"fisher_samples\":0", "\"dropout_input\":0,", "\"dropout\":0,",
         "\"penalty_step\":\"explicit\"", "\"reduce\":\"exact\"", "\"threads\":1,",
         "\"eval_every\":0", "\"checkpoint_every\":0", "\"resume\":false", "\"quiet\":false",
-        "\"fisher_overlap\":\"\"", "\"help\":false",
+        "\"fisher_overlap\":\"\"", "\"help\":false", "\"permute_fraction\":1,",
+        "\"overlap_layers\":false",
     };
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
         if (!strstr(buf, parts[i])) fail_msg("JSON lacks %s: %s", parts[i], buf);

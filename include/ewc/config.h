@@ -41,6 +41,7 @@ typedef struct {
     int validation;                 /* --validation N held-out training samples (0 = none) */
     int patience;                   /* --patience P: checks without improvement end a task */
     int val_every;                  /* --val-every STEPS of a task between checks (0: each epoch) */
+    double permute_fraction;        /* --permute-fraction F in [0, 1]: pixels each task moves */
 
     /* execution: free to change between a run and its resume */
     char out_dir[CONFIG_PATH_MAX];  /* --out, default "out" */
@@ -53,6 +54,7 @@ typedef struct {
 
     /* modes other than training */
     char fisher_overlap[CONFIG_PATH_MAX]; /* --fisher-overlap FILE: print overlaps and exit */
+    int overlap_layers;                   /* --overlap-layers: per-layer overlaps (long CSV) */
     int help;                             /* --help was given */
 } Config;
 

@@ -17,4 +17,17 @@ double overlap_fisher(const float *f1, const float *f2, size_t n);
  * matrix to OUT as CSV with a header. Errors name the file. */
 EwcStatus overlap_print(const char *path, FILE *out);
 
+#define OVERLAP_MAX_LAYERS 64
+
+/* Per-layer overlaps: F1 and F2 hold LAYERS consecutive segments of LEN[l] floats each (layer l's
+ * [W | b]); OUT[l] = overlap_fisher of segment l, i.e. each layer's Fisher normalised within it. */
+void overlap_per_layer(const float *f1, const float *f2, const size_t *len, int layers,
+                       double *out);
+
+/* Read every task's Fisher from the checkpoint at PATH and print to OUT the long CSV
+ * task_a,task_b,layer,overlap for every pair a < b: layer = 1..L (layer 1 = input -> first hidden,
+ * L = the output layer, each normalised within the layer), then layer = "all" (the whole network,
+ * as in overlap_print). Needs at least 2 finished tasks. Errors name the file. Rank 0 only. */
+EwcStatus overlap_print_layers(const char *path, FILE *out);
+
 #endif
