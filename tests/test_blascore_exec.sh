@@ -2,7 +2,7 @@
 # The OpenBLAS core choice end to end (blascore.h): a forced core re-executes the program before
 # MPI_Init, alone, under mpirun at 1, 2 and 4 ranks and through launch/ewc-mpirun, and results are
 # bit-identical across those rank counts on the chosen core; the core is recorded in summary.json
-# and the checkpoint; a resume on another core warns; a missing core or a bad name is a one-line
+# and the checkpoint; ranks on different cores are an error; a resume on another core warns; a missing core or a bad name is a one-line
 # error; an OPENBLAS_CORETYPE from the environment is kept; a stop requested before the re-exec
 # survives it. (The test never changes OPENBLAS_CORETYPE itself: forcing is a flag.)
 #
@@ -65,6 +65,14 @@ check "launch/ewc-mpirun -n 2, forced $forced: bit-identical to the single proce
 check "the forced core changes the kernels: results differ from the loaded core's" \
     bash -c "! cmp -s '$T/f1/accuracy.csv' '$T/keep/accuracy.csv' ||
              ! '$PY' '$SRC/tests/tools/h5same.py' '$T/f1/checkpoint.h5' '$T/keep/checkpoint.h5' >/dev/null"
+
+# ---- ranks on different cores: an error naming the hosts and cores (MPMD: one core per rank) ----
+timeout 120 mpirun --oversubscribe -np 1 "$EXE" "${RUN[@]}" --blas-core "$forced" --out "$T/mix" : \
+    -np 1 "$EXE" "${RUN[@]}" --blas-core keep --out "$T/mix" > "$T/mix.out" 2> "$T/mix.err"
+st=$?
+check "ranks on $forced and $loaded: one error line naming both, exit 1" \
+    bash -c "[ $st -eq 1 ] && [ \$(grep -c '^ewc-train:' '$T/mix.err') -eq 1 ] &&
+             grep -q '^ewc-train: error: ranks run different OpenBLAS cores.*rank 0 on .* runs $forced, rank 1 on .* runs $loaded' '$T/mix.err'"
 
 # ---- errors: one line, exit 1, alone and under mpirun -np 2 ----
 for n in 0 2; do
