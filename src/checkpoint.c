@@ -18,8 +18,10 @@ typedef struct {
     FieldType type;
     size_t offset;
     int since;       /* format version that added it (0: always there); older files mean 0 */
+    double missing;  /* F_DBL: the value an older file means instead (the flag's old behaviour) */
+    int may_lack;    /* 1: a file of version `since` may lack it too (added within version 2) */
 } Field;
-#define FIELD(n, t) {#n, t, offsetof(Config, n), 0}
+#define FIELD(n, t) {#n, t, offsetof(Config, n), 0, 0, 0}
 static const Field fields[] = {
     FIELD(data_dir, F_STR),     FIELD(tasks, F_INT),          FIELD(lr, F_DBL),
     FIELD(batch, F_INT),        FIELD(epochs, F_INT),         FIELD(momentum, F_DBL),
@@ -27,9 +29,15 @@ static const Field fields[] = {
     FIELD(method, F_ENUM),      FIELD(lambda, F_DBL),         FIELD(gamma, F_DBL),
     FIELD(fisher, F_ENUM),      FIELD(fisher_samples, F_INT), FIELD(dropout_input, F_DBL),
     FIELD(dropout, F_DBL),      FIELD(penalty_step, F_ENUM),  FIELD(reduce, F_ENUM),
-    {"validation", F_INT, offsetof(Config, validation), 2},
-    {"patience", F_INT, offsetof(Config, patience), 2},
-    {"val_every", F_INT, offsetof(Config, val_every), 2},
+    {"validation", F_INT, offsetof(Config, validation), 2, 0, 0},
+    {"patience", F_INT, offsetof(Config, patience), 2, 0, 0},
+    {"val_every", F_INT, offsetof(Config, val_every), 2, 0, 0},
+    /* --optimizer: a file without it ran SGD (enum 0); Adam's constants are then unused, and
+     * read as their defaults so that a resume with the default flags is accepted */
+    {"optimizer", F_ENUM, offsetof(Config, optimizer), 2, 0, 1},
+    {"adam_beta1", F_DBL, offsetof(Config, adam_beta1), 2, 0.9, 1},
+    {"adam_beta2", F_DBL, offsetof(Config, adam_beta2), 2, 0.999, 1},
+    {"adam_eps", F_DBL, offsetof(Config, adam_eps), 2, 1e-8, 1},
 };
 #define N_FIELDS (sizeof fields / sizeof fields[0])
 
@@ -74,8 +82,11 @@ static EwcStatus check_config(const H5Reader *r, const Config *cur, const char *
     for (size_t i = 0; i < N_FIELDS && !st; i++) {
         char *p = (char *)&old + fields[i].offset;
         int64_t v;
-        if (fields[i].since > version) { /* an older file: the flag did not exist, i.e. 0 */
-            *(int *)p = 0;
+        if (fields[i].since > version ||
+            (fields[i].may_lack && !h5file_attr_exists(r, "/config", fields[i].name))) {
+            /* an older file: the flag did not exist, i.e. 0 (or the recorded old meaning) */
+            if (fields[i].type == F_DBL) *(double *)p = fields[i].missing;
+            else *(int *)p = 0;
             continue;
         }
         switch (fields[i].type) {
@@ -313,6 +324,25 @@ static EwcStatus read_early_stopping(const H5Reader *r, Trainer *t, const char *
     return st;
 }
 
+/* --optimizer adam: the moments and the step count since the task's start (at most its steps). */
+static EwcStatus read_adam(const H5Reader *r, Trainer *t, const char *path) {
+    uint64_t np[1] = {t->shape.n_params};
+    long long max_steps = (long long)t->cfg->epochs * trainer_steps_per_epoch(t);
+    int64_t step;
+    EwcStatus st;
+    if ((st = h5file_read_f32(r, "/state/adam/m", t->adam.m, 1, np)) ||
+        (st = h5file_read_f32(r, "/state/adam/v", t->adam.v, 1, np)) ||
+        (st = h5file_get_attr_i64(r, "/state/adam", "step", &step)))
+        return st;
+    if (step < 0 || step > max_steps) {
+        ewc_error_set("%s: inconsistent Adam state (step %lld of a task of %lld steps)", path,
+                      (long long)step, max_steps);
+        return EWC_EFORMAT;
+    }
+    t->adam.t = step;
+    return EWC_OK;
+}
+
 static EwcStatus write_state(H5Writer *w, const Trainer *t, int tasks_done) {
     const Config *c = t->cfg;
     int T = c->tasks;
@@ -335,6 +365,10 @@ static EwcStatus write_state(H5Writer *w, const Trainer *t, int tasks_done) {
     if ((st = h5file_set_attr_f64(w, "/state", "train_seconds", t->train_seconds))) return st;
     if ((st = h5file_set_attr_f64(w, "/state", "last_loss", t->last_loss))) return st;
     if (t->mom && (st = h5file_write_f32(w, "/state/momentum", t->mom, 1, np))) return st;
+    if (t->adam.m && ((st = h5file_write_f32(w, "/state/adam/m", t->adam.m, 1, np)) ||
+                      (st = h5file_write_f32(w, "/state/adam/v", t->adam.v, 1, np)) ||
+                      (st = h5file_set_attr_i64(w, "/state/adam", "step", t->adam.t))))
+        return st;
     if (t->es.patience && (st = write_early_stopping(w, t))) return st;
     if ((st = h5file_set_attr_i64(w, "/state/penalty", "tasks_done", t->pen.tasks_done))) return st;
     if ((st = h5file_set_attr_f64(w, "/state/penalty", "c", t->pen.c))) return st;
@@ -479,6 +513,7 @@ EwcStatus checkpoint_load(Trainer *t, const char *path) {
         goto done;
     }
     if (t->mom && (st = h5file_read_f32(&r, "/state/momentum", t->mom, 1, npd))) goto done;
+    if (t->adam.m && (st = read_adam(&r, t, path))) goto done;
     if (t->es.patience && (st = read_early_stopping(&r, t, path))) goto done;
     if (t->val_acc && (st = h5file_read_f64(&r, "/metrics/validation_accuracy", t->val_acc, 2, tt)))
         goto done;

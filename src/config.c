@@ -28,10 +28,12 @@ static const char *const method_names[] = {"sgd", "l2", "ewc", "online-ewc", NUL
 static const char *const fisher_names[] = {"empirical", "sampled", "expected", NULL};
 static const char *const penalty_names[] = {"explicit", "implicit", NULL};
 static const char *const reduce_names[] = {"exact", "allreduce", NULL};
+static const char *const optimizer_names[] = {"sgd", "adam", NULL};
 
 /* Enum fields are read and written through the table as ints. */
 _Static_assert(sizeof(Method) == sizeof(int) && sizeof(FisherKind) == sizeof(int) &&
-                   sizeof(PenaltyStep) == sizeof(int) && sizeof(ReduceMode) == sizeof(int),
+                   sizeof(PenaltyStep) == sizeof(int) && sizeof(ReduceMode) == sizeof(int) &&
+                   sizeof(Optimizer) == sizeof(int),
                "enum fields must be int-sized");
 
 typedef struct {
@@ -89,6 +91,13 @@ static const Flag flags[] = {
         "global minibatch size, split across the MPI ranks"),
     INT("--epochs", epochs, G_TRAIN, 1, 1, INT_MAX, "epochs per task"),
     DBL("--momentum", momentum, "X", G_TRAIN, 0, 0, 1, 1, "SGD momentum coefficient"),
+    ENUM("--optimizer", optimizer, G_TRAIN, optimizer_names,
+         "SGD (with --momentum), or Adam with step size --lr (its moments are reset at the "
+         "start of every task)"),
+    DBL("--adam-beta1", adam_beta1, "X", G_TRAIN, 0, 0, 1, 1, "Adam: decay of the first moment"),
+    DBL("--adam-beta2", adam_beta2, "X", G_TRAIN, 0, 0, 1, 1, "Adam: decay of the second moment"),
+    DBL("--adam-eps", adam_eps, "X", G_TRAIN, 0, 1, INFINITY, 1,
+        "Adam: added to sqrt(second moment) in the step's denominator"),
     INT("--patience", patience, G_TRAIN, 1, 0, INT_MAX,
         "early stopping: end a task after N validation checks without improvement and restore "
         "its best parameters (--epochs is then the maximum; needs --validation); 0 = off"),
@@ -461,6 +470,10 @@ void config_defaults(Config *c) {
     c->penalty_step = PENALTY_EXPLICIT;
     c->reduce = REDUCE_EXACT;
     c->permute_fraction = 1.0;
+    c->optimizer = OPTIMIZER_SGD;
+    c->adam_beta1 = 0.9;
+    c->adam_beta2 = 0.999;
+    c->adam_eps = 1e-8;
     snprintf(c->out_dir, sizeof c->out_dir, "out");
     c->threads = 1;
     snprintf(c->blas_core, sizeof c->blas_core, "auto");
@@ -485,6 +498,11 @@ EwcStatus config_parse(Config *c, int argc, char **argv) {
     if (st == EWC_OK && c->train_samples > 0 && c->validation >= c->train_samples) {
         ewc_error_set("--validation %d: must be less than the %d training samples of"
                       " --train-samples", c->validation, c->train_samples);
+        st = EWC_EINVAL;
+    }
+    if (st == EWC_OK && c->optimizer == OPTIMIZER_ADAM && c->momentum > 0) {
+        ewc_error_set("--momentum %g: not used with --optimizer adam (its first moment is"
+                      " --adam-beta1); give --momentum 0 or --optimizer sgd", c->momentum);
         st = EWC_EINVAL;
     }
     return st;

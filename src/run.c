@@ -100,6 +100,10 @@ static EwcStatus finish_task(Trainer *t, int task, float *fisher, double t_start
     if ((st = trainer_fisher(t, task, c->fisher, c->fisher_samples, fisher, &used))) return st;
     penalty_add_task(&t->pen, fisher, t->params);
     earlystop_begin_task(&t->es);
+    /* Adam starts every task afresh, as continual-learning code that creates the optimizer per
+     * task does; this also covers an early-stopping restore (the moments of the discarded
+     * trajectory go with it). Before the checkpoint, so it holds the reset state. */
+    adam_reset(&t->adam);
     t->task = task + 1;
     t->epoch = t->step = 0;
     TaskRecord rec = {task, t->params, fisher, c->fisher, used};
@@ -110,7 +114,10 @@ static EwcStatus finish_task(Trainer *t, int task, float *fisher, double t_start
 
 static void warn_stability(const Trainer *t, int task) {
     const Config *c = t->cfg;
-    if (t->dist.rank != 0 || !penalty_active(&t->pen) || c->penalty_step == PENALTY_IMPLICIT) return;
+    /* Adam's per-coordinate step is not lr: the bound below is SGD's */
+    if (t->dist.rank != 0 || !penalty_active(&t->pen) || c->penalty_step == PENALTY_IMPLICIT ||
+        c->optimizer == OPTIMIZER_ADAM)
+        return;
     double k = c->lr * c->lambda * penalty_max_a(&t->pen);
     if (k >= 2.0)
         fprintf(stderr, "ewc-train: warning: task %d: lr * lambda * max(F) = %.3g >= 2, explicit "

@@ -64,6 +64,9 @@ EwcStatus trainer_init(Trainer *t, const Config *cfg, const Dataset *data, MPI_C
     if ((st = model_acts_alloc(&t->acts, &t->shape, cfg->batch))) goto fail;
     if ((st = model_acts_alloc(&t->eval, &t->shape, TRAIN_EVAL_CHUNK))) goto fail;
     if ((st = penalty_init(&t->pen, cfg->method, cfg->lambda, cfg->gamma, np))) goto fail;
+    if (cfg->optimizer == OPTIMIZER_ADAM &&
+        (st = adam_init(&t->adam, np, cfg->adam_beta1, cfg->adam_beta2, cfg->adam_eps)))
+        goto fail;
     model_init_params(t->params, &t->shape, cfg->seed);
     return EWC_OK;
 nomem:
@@ -94,6 +97,7 @@ void trainer_free(Trainer *t) {
     model_acts_free(&t->acts);
     model_acts_free(&t->eval);
     penalty_free(&t->pen);
+    adam_free(&t->adam);
     dist_free(&t->dist);
     memset(t, 0, sizeof *t);
 }
@@ -252,8 +256,11 @@ EwcStatus trainer_step(Trainer *t, int task, int epoch, int step, double *loss) 
                       " or --lambda, or use --penalty-step implicit)", *loss, task, epoch, step);
         return EWC_ENAN;
     }
-    optim_step(t->params, t->grad, t->mom, &t->pen, (float)c->lr, (float)c->momentum,
-               c->penalty_step);
+    if (c->optimizer == OPTIMIZER_ADAM)
+        adam_step(&t->adam, t->params, t->grad, &t->pen, (float)c->lr, c->penalty_step);
+    else
+        optim_step(t->params, t->grad, t->mom, &t->pen, (float)c->lr, (float)c->momentum,
+                   c->penalty_step);
     return EWC_OK;
 }
 

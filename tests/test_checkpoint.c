@@ -855,6 +855,34 @@ static void test_reject_config_mismatch(void **state) {
     c = R.cfg;
     c.method = METHOD_ONLINE_EWC;
     assert_error(load_with(&c, R.ckpt), EWC_EINVAL, R.ckpt, "--method", NULL);
+
+    c = R.cfg;
+    c.optimizer = OPTIMIZER_ADAM; /* (with R's momentum: the parser would refuse it, not load) */
+    assert_error(load_with(&c, R.ckpt), EWC_EINVAL, R.ckpt, "--optimizer", NULL);
+
+    c = R.cfg;
+    c.adam_eps = 1e-6;
+    assert_error(load_with(&c, R.ckpt), EWC_EINVAL, R.ckpt, "--adam-eps", NULL);
+}
+
+/* A checkpoint from before --optimizer (version 2 without the attributes) is an SGD run whose
+ * Adam constants read as the defaults: it loads with the default flags, and asking it for Adam
+ * or other betas is refused, naming the flag. */
+static void test_pre_adam_loads_as_sgd(void **state) {
+    (void)state;
+    char p[H5FILE_PATH_MAX];
+    static const char *const added[] = {"optimizer", "adam_beta1", "adam_beta2", "adam_eps"};
+    hid_t f = open_copy_rw(p, "pre-adam");
+    for (int i = 0; i < 4; i++) assert_true(H5Adelete_by_name(f, "/config", added[i], H5P_DEFAULT) >= 0);
+    assert_true(H5Fclose(f) >= 0);
+    EwcStatus st = load_with(&R.cfg, p);
+    if (st) fail_msg("checkpoint without the Adam attributes: %s", ewc_error_message());
+    Config c = R.cfg;
+    c.optimizer = OPTIMIZER_ADAM; /* (with R's momentum: the parser would refuse it, not load) */
+    assert_error(load_with(&c, p), EWC_EINVAL, p, "--optimizer", NULL);
+    c = R.cfg;
+    c.adam_beta2 = 0.99;
+    assert_error(load_with(&c, p), EWC_EINVAL, p, "--adam-beta2", NULL);
 }
 
 /* A version-1 file (before --validation existed: no such /config attributes) loads as a run
@@ -1037,6 +1065,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_reject_missing_task_record),
         cmocka_unit_test(test_reject_config_mismatch),
         cmocka_unit_test(test_version1_loads),
+        cmocka_unit_test(test_pre_adam_loads_as_sgd),
         cmocka_unit_test(test_early_stopping_round_trip),
         cmocka_unit_test(test_execution_fields_may_change),
         cmocka_unit_test(test_no_temp_files),

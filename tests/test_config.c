@@ -154,6 +154,11 @@ static void test_defaults(void **state) {
     assert_int_equal(c.quiet, 0);
     assert_string_equal(c.fisher_overlap, "");
     assert_true(c.permute_fraction == 1.0);
+    assert_int_equal(c.optimizer, OPTIMIZER_SGD);
+    assert_int_equal(OPTIMIZER_SGD, 0); /* what a checkpoint without the attribute means */
+    assert_true(c.adam_beta1 == 0.9);
+    assert_true(c.adam_beta2 == 0.999);
+    assert_true(c.adam_eps == 1e-8);
     assert_int_equal(c.overlap_layers, 0);
     assert_int_equal(c.help, 0);
 
@@ -314,6 +319,12 @@ static void test_limits_accepted(void **state) {
     assert_int_equal(PARSE(&c, "--lr", "1e-3", "--momentum", "-0"), EWC_OK);
     assert_true(c.lr == 0.001);
     assert_false(signbit(c.momentum)); /* "-0" is stored as +0 */
+    /* Adam: betas may be 0, --momentum 0 is allowed with it */
+    assert_int_equal(PARSE(&c, "--optimizer", "adam", "--adam-beta1", "0", "--adam-beta2",
+                           "0.99999", "--adam-eps", "1e-30", "--momentum", "0"),
+                     EWC_OK);
+    assert_int_equal(c.optimizer, OPTIMIZER_ADAM);
+    assert_true(c.adam_beta1 == 0.0 && c.adam_beta2 == 0.99999 && c.adam_eps == 1e-30);
 }
 
 static void test_repeated_flag_last_wins(void **state) {
@@ -417,6 +428,14 @@ static const BadCase bad_cases[] = {
     {{"--permute-fraction", "1.5"}, {"--permute-fraction: expected a number in [0, 1]", "\"1.5\""}},
     {{"--permute-fraction", "-0.1"}, {"--permute-fraction", "\"-0.1\""}},
     {{"--overlap-layers=1"}, {"--overlap-layers: takes no value", NULL}},
+    {{"--optimizer", "rmsprop"}, {"--optimizer: expected one of sgd, adam", "\"rmsprop\""}},
+    {{"--adam-beta1", "1"}, {"--adam-beta1: expected a number in [0, 1)", "\"1\""}},
+    {{"--adam-beta1", "-0.1"}, {"--adam-beta1", "\"-0.1\""}},
+    {{"--adam-beta2", "1"}, {"--adam-beta2: expected a number in [0, 1)", "\"1\""}},
+    {{"--adam-beta2", "1.5"}, {"--adam-beta2", "\"1.5\""}},
+    {{"--adam-eps", "0"}, {"--adam-eps: expected a number > 0", "\"0\""}},
+    {{"--optimizer", "adam", "--momentum", "0.5"}, {"--momentum 0.5", "--optimizer adam"}},
+    {{"--momentum", "0.9", "--optimizer", "adam"}, {"--momentum 0.9", "--optimizer adam"}},
 };
 
 static void test_bad_input_rejected(void **state) {
@@ -718,6 +737,8 @@ static void test_experiment_diff(void **state) {
         {"--method", "ewc"}, {"--gamma", "0.5"}, {"--fisher", "expected"},
         {"--fisher-samples", "9"}, {"--dropout-input", "0.1"}, {"--dropout", "0.1"},
         {"--penalty-step", "implicit"}, {"--validation", "9"}, {"--val-every", "5"},
+        {"--optimizer", "adam"}, {"--adam-beta1", "0.8"}, {"--adam-beta2", "0.99"},
+        {"--adam-eps", "1e-6"},
     };
     for (size_t i = 0; i < sizeof exp_flags / sizeof exp_flags[0]; i++) {
         assert_int_equal(PARSE(&b, exp_flags[i][0], exp_flags[i][1]), EWC_OK);

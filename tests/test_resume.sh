@@ -117,5 +117,49 @@ check "validation, SIGKILL at random steps: killed at least twice (got ${stops:-
 check "validation, SIGKILL + resume gives bit-identical outputs" \
     "$tools/same_outputs.py" "$work/vref" "$work/vkill"
 
+# Adam (--optimizer adam, with the implicit EWC step): its moments and step count are in the
+# checkpoint and reset at each task's start; 1, 2, 4 ranks and SIGKILL + resume, bit for bit.
+args=(--tasks 2 --hidden 256,128 --epochs 2 --batch 96 --train-samples 20050 --test-samples 1000
+      --method ewc --lambda 20 --penalty-step implicit --optimizer adam --lr 0.001 --dropout 0.2
+      --eval-every 40 --fisher-samples 3000 --quiet)
+start=$(date +%s.%N)
+timeout 300 "$train" "${args[@]}" --out "$work/aref" > /dev/null 2>&1
+ref_seconds=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')
+check "adam reference run finishes" test -f "$work/aref/summary.json"
+for np in 2 4; do
+    timeout 300 mpirun -np $np --oversubscribe "$train" "${args[@]}" --out "$work/anp$np" >/dev/null 2>&1
+    check "adam, $np ranks: bit-identical outputs to 1 rank" \
+        "$tools/same_outputs.py" "$work/aref" "$work/anp$np"
+done
+# a short run would mostly be killed during its start-up: kill -9 only after a new checkpoint
+# shows that training has moved on, and record the Adam step count each resume starts from
+args+=(--checkpoint-every 5)
+kill_after_progress() { # OUT: 3 kills at random moments after progress, then run to the end
+    local out=$1 rc before
+    for attempt in 1 2 3 4; do
+        before=$(stat -c %y "$out/checkpoint.h5" 2> /dev/null)
+        "$train" "${args[@]}" --out "$out" --resume > /dev/null 2>> "$out.err" &
+        local pid=$!
+        if [ "$attempt" -eq 4 ]; then wait "$pid"; return; fi
+        for i in $(seq 600); do
+            [ "$(stat -c %y "$out/checkpoint.h5" 2> /dev/null)" != "$before" ] && break
+            kill -0 "$pid" 2> /dev/null || break
+            sleep 0.1
+        done
+        sleep "$(awk -v s=$RANDOM 'BEGIN { print (s % 1000) / 2000 }')"
+        kill -KILL "$pid" 2> /dev/null; wait "$pid"; rc=$?
+        [ "$rc" -eq 137 ] || { echo "attempt $attempt exited $rc, expected 137"; return 1; }
+        /usr/bin/python3 -c 'import h5py, sys; f = h5py.File(sys.argv[1], "r")
+print(f["/state"].attrs["task"], f["/state"].attrs["step"], f["/state/adam"].attrs["step"])' \
+            "$out/checkpoint.h5" >> "$out.steps" || return 1
+    done
+}
+check "adam, SIGKILL after progress and resume finishes" kill_after_progress "$work/akill"
+check "adam, some resume started from a mid-task Adam state (task, step, adam step: \
+$(tr '\n' ';' < "$work/akill.steps" 2> /dev/null))" \
+    awk '$3 > 0 { found = 1 } END { exit !found }' "$work/akill.steps"
+check "adam, SIGKILL + resume gives bit-identical outputs" \
+    "$tools/same_outputs.py" "$work/aref" "$work/akill"
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -15,6 +15,7 @@ typedef enum { METHOD_SGD, METHOD_L2, METHOD_EWC, METHOD_ONLINE_EWC } Method;
 typedef enum { FISHER_EMPIRICAL, FISHER_SAMPLED, FISHER_EXPECTED } FisherKind;
 typedef enum { PENALTY_EXPLICIT, PENALTY_IMPLICIT } PenaltyStep;
 typedef enum { REDUCE_EXACT, REDUCE_ALLREDUCE } ReduceMode;
+typedef enum { OPTIMIZER_SGD, OPTIMIZER_ADAM } Optimizer; /* sgd = 0: what older checkpoints mean */
 
 typedef struct {
     /* experiment: changing any of these changes the results, so a resume must refuse it */
@@ -42,6 +43,10 @@ typedef struct {
     int patience;                   /* --patience P: checks without improvement end a task */
     int val_every;                  /* --val-every STEPS of a task between checks (0: each epoch) */
     double permute_fraction;        /* --permute-fraction F in [0, 1]: pixels each task moves */
+    Optimizer optimizer;            /* --optimizer sgd|adam, default sgd */
+    double adam_beta1;              /* --adam-beta1 in [0, 1), default 0.9 */
+    double adam_beta2;              /* --adam-beta2 in [0, 1), default 0.999 */
+    double adam_eps;                /* --adam-eps > 0, default 1e-8 */
 
     /* execution: free to change between a run and its resume */
     char out_dir[CONFIG_PATH_MAX];  /* --out, default "out" */
@@ -62,7 +67,7 @@ typedef struct {
  * not start with "--", so "--out --quiet" is a missing value). Errors (EWC_EINVAL) set a one-line
  * message naming the flag and the value: unknown flags, stray arguments, missing, non-numeric or
  * out-of-range values, NaN/Inf, an empty --hidden, overlong paths, --patience without
- * --validation, --validation not below --train-samples. --help or -h anywhere sets
+ * --validation, --validation not below --train-samples, --momentum > 0 with --optimizer adam. --help or -h anywhere sets
  * C->help, even after an error; the status is then that of the first error, else EWC_OK. */
 EwcStatus config_parse(Config *c, int argc, char **argv);
 void config_defaults(Config *c);

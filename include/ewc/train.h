@@ -6,6 +6,7 @@
 #include <mpi.h>
 #include <stdint.h>
 
+#include "ewc/adam.h"
 #include "ewc/config.h"
 #include "ewc/dataset.h"
 #include "ewc/dist.h"
@@ -32,6 +33,7 @@ typedef struct {
     float *params;        /* (n_params) theta, layout of model.h */
     float *grad;          /* (n_params) mean gradient of the current batch */
     float *mom;           /* (n_params) momentum, NULL when --momentum 0 */
+    Adam adam;            /* --optimizer adam: moments and step count (NULL moments for sgd) */
     Penalty pen;          /* running sums of the finished tasks */
     int **perm;           /* (tasks) pixel permutation of each task, (dim) each */
     uint8_t *train_x;     /* (train n, dim) the training images under task train_x_task's
@@ -79,7 +81,7 @@ void trainer_begin_epoch(Trainer *t, int task, int epoch);
 /* Number of steps in one epoch (the last batch may be partial). */
 int trainer_steps_per_epoch(const Trainer *t);
 
-/* One SGD step on global batch STEP of the current epoch order; *LOSS gets the batch's mean
+/* One optimizer step (SGD or Adam) on global batch STEP of the current epoch order; *LOSS gets the batch's mean
  * data loss (identical on every rank). EWC_ENAN if it is not finite. Collective. */
 EwcStatus trainer_step(Trainer *t, int task, int epoch, int step, double *loss);
 
