@@ -120,13 +120,14 @@ for f in "$src"/launch/sweeps/*.ini; do
     check "committed sweep $(basename "$f") parses; its data directory is relative (no machine's path)" \
         bash -c "'$launch/ewc-sweep' list '$f' | grep -q '^[0-9]* points: [0-9]* new$' && grep -q '^data = data/mnist ' '$f'"
 done
-check "paper-fig2b.ini: sgd, sgd + dropout, l2, ewc, online-ewc with validation, early stopping, 3+ seeds" \
-    bash -c "'$launch/ewc-sweep' list '$launch/sweeps/paper-fig2b.ini' > fig2b.txt &&
-             grep -q ' method=sgd,seed=3$' fig2b.txt && grep -q ' method=sgd,dropout-input=0.2,dropout=0.5,seed=3$' fig2b.txt &&
-             grep -q ' method=l2,lambda=.*,seed=3$' fig2b.txt && grep -q ' method=ewc,lambda=.*,seed=3$' fig2b.txt &&
-             grep -q ' method=online-ewc,lambda=.*,gamma=.*,seed=3$' fig2b.txt &&
-             grep -q '^validation = [1-9]' '$launch/sweeps/paper-fig2b.ini' && grep -q '^patience = [1-9]' '$launch/sweeps/paper-fig2b.ini' &&
-             grep -q '^tasks = 10' '$launch/sweeps/paper-fig2b.ini'"
+for f in paper-fig2b.ini paper-fig2b-small.ini; do
+    check "$f: sgd, sgd + dropout, l2, ewc, online-ewc with validation data, 10 tasks, 3 seeds" \
+        bash -c "'$launch/ewc-sweep' list '$launch/sweeps/$f' > fig2b.txt &&
+                 grep -q ' method=sgd,seed=3$' fig2b.txt && grep -q ' method=sgd,dropout-input=0.2,dropout=0.5,seed=3$' fig2b.txt &&
+                 grep -q ' method=l2,lambda=.*,seed=3$' fig2b.txt && grep -q ' method=ewc,lambda=.*,seed=3$' fig2b.txt &&
+                 grep -q ' method=online-ewc,lambda=.*,seed=3$' fig2b.txt &&
+                 grep -q '^validation = [1-9]' '$launch/sweeps/$f' && grep -q '^tasks = 10' '$launch/sweeps/$f'"
+done
 printf '[grid]\nhidden = 8 6,6\nseed = 1\n' > enc.ini
 check "names: ',' in a value is %-encoded" grep -q " hidden=6%2C6,seed=1$" <(sweep list enc.ini)
 
