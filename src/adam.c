@@ -21,15 +21,22 @@ typedef struct {
     float lr, eps;
 } Coef;
 
+/* Update the moments of one parameter from gradient G; returns the bias-corrected first moment
+ * and sets *S to the per-coordinate step size lr / (sqrt(vhat) + eps). */
+static inline float moments(float *restrict m, float *restrict v, float g, Coef k, float *s) {
+    float mi = k.b1 * *m + k.c1 * g;
+    float vi = k.b2 * *v + k.c2 * (g * g);
+    *m = mi;
+    *v = vi;
+    *s = k.lr / (sqrtf(vi / k.bc2) + k.eps);
+    return mi / k.bc1;
+}
+
 VECTOR_CLONES static void adam_plain(float *restrict th, const float *restrict g,
                                      float *restrict m, float *restrict v, size_t n, Coef k) {
     for (size_t i = 0; i < n; i++) {
-        float mi = k.b1 * m[i] + k.c1 * g[i];
-        float vi = k.b2 * v[i] + k.c2 * (g[i] * g[i]);
-        m[i] = mi;
-        v[i] = vi;
-        float s = k.lr / (sqrtf(vi / k.bc2) + k.eps);
-        th[i] -= s * (mi / k.bc1);
+        float s, mhat = moments(&m[i], &v[i], g[i], k, &s);
+        th[i] -= s * mhat;
     }
 }
 
@@ -39,12 +46,8 @@ VECTOR_CLONES static void adam_explicit(float *restrict th, const float *restric
                                         size_t n, Coef k, double lambda) {
     for (size_t i = 0; i < n; i++) {
         float gi = g[i] + (float)(lambda * ((double)a[i] * th[i] - b[i]));
-        float mi = k.b1 * m[i] + k.c1 * gi;
-        float vi = k.b2 * v[i] + k.c2 * (gi * gi);
-        m[i] = mi;
-        v[i] = vi;
-        float s = k.lr / (sqrtf(vi / k.bc2) + k.eps);
-        th[i] -= s * (mi / k.bc1);
+        float s, mhat = moments(&m[i], &v[i], gi, k, &s);
+        th[i] -= s * mhat;
     }
 }
 
@@ -53,13 +56,9 @@ VECTOR_CLONES static void adam_implicit(float *restrict th, const float *restric
                                         const float *restrict a, const double *restrict b,
                                         size_t n, Coef k, double lambda) {
     for (size_t i = 0; i < n; i++) {
-        float mi = k.b1 * m[i] + k.c1 * g[i];
-        float vi = k.b2 * v[i] + k.c2 * (g[i] * g[i]);
-        m[i] = mi;
-        v[i] = vi;
-        float s = k.lr / (sqrtf(vi / k.bc2) + k.eps);
+        float s, mhat = moments(&m[i], &v[i], g[i], k, &s);
         double sl = (double)s * lambda;
-        th[i] = (float)(((double)th[i] - (double)s * (mi / k.bc1) + sl * b[i]) / (1.0 + sl * a[i]));
+        th[i] = (float)(((double)th[i] - (double)s * mhat + sl * b[i]) / (1.0 + sl * a[i]));
     }
 }
 

@@ -242,18 +242,24 @@ check "mpirun launcher: 2 ranks, results identical to the local run" \
     bash -c "grep -q '\"ranks\": 2' '$tmp/mpirun/summary.json' && cmp -s '$tmp/mpirun/accuracy.csv' '$tmp/local/${points[0]}/accuracy.csv' &&
              /usr/bin/python3 '$h5same' '$tmp/mpirun/checkpoint.h5' '$tmp/local/${points[0]}/checkpoint.h5' >/dev/null"
 
+# The final JobState=... of JOB, polling every 0.2 s at most N times (empty if still running).
+end_state() {
+    local st=""
+    for _ in $(seq "$2"); do
+        st=$(scontrol show job "$1" 2>/dev/null | grep -o 'JobState=[A-Z]*' || true)
+        case "$st" in JobState=FAILED|JobState=COMPLETED|JobState=CANCELLED) break ;; esac
+        sleep 0.2
+    done
+    echo "$st"
+}
+
 # The OpenBLAS core choice under srun: a forced core re-executes each rank before MPI_Init, and
 # the 2-rank job matches a single process on that core bit for bit.
 blas=(--tasks 2 --hidden 64 --train-samples 1200 --test-samples 400 --batch 60 --blas-core Sandybridge)
 job=$(sbatch --parsable --ntasks=2 --output="$tmp/log/blas.log" "$launch/ewc-sbatch.sh" "$train" \
       "${blas[@]}" --out "$tmp/blas")
 "$train" "${blas[@]}" --quiet --out "$tmp/blas-local" > "$tmp/log/blas-local.log" 2>&1
-st=""
-for _ in $(seq 600); do
-    st=$(scontrol show job "$job" 2>/dev/null | grep -o 'JobState=[A-Z]*' || true)
-    case "$st" in JobState=FAILED|JobState=COMPLETED|JobState=CANCELLED) break ;; esac
-    sleep 0.2
-done
+st=$(end_state "$job" 600)
 check "srun, --blas-core Sandybridge: 2 ranks re-executed on the core, identical to one process ($st)" \
     bash -c "[ '$st' = JobState=COMPLETED ] && grep -q '^BLAS: OpenBLAS core Sandybridge' '$tmp/log/blas.log' &&
              grep -q '\"ranks\": 2' '$tmp/blas/summary.json' && grep -q '\"blas_core\": \"Sandybridge\"' '$tmp/blas/summary.json' &&
@@ -261,12 +267,7 @@ check "srun, --blas-core Sandybridge: 2 ranks re-executed on the core, identical
 
 # A run that fails (exit 1) must not be requeued.
 job=$(sbatch --parsable --output="$tmp/log/bad.log" "$launch/ewc-sbatch.sh" "$train" --hidden bad --out "$tmp/bad")
-st=""
-for _ in $(seq 300); do
-    st=$(scontrol show job "$job" 2>/dev/null | grep -o 'JobState=[A-Z]*' || true)
-    case "$st" in JobState=FAILED|JobState=COMPLETED|JobState=CANCELLED) break ;; esac
-    sleep 0.2
-done
+st=$(end_state "$job" 300)
 check "a failing run ends FAILED ($st)" test "$st" = JobState=FAILED
 check "a failing run is not requeued" \
     bash -c "grep -q 'trainer failed (exit 1), not requeueing' '$tmp/log/bad.log' && scontrol show job $job | grep -q Restarts=0"
