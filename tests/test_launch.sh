@@ -124,8 +124,8 @@ for f in paper-fig2b.ini paper-fig2b-small.ini; do
     check "$f: sgd, sgd + dropout, l2, ewc, online-ewc with validation data, 10 tasks, 3 seeds" \
         bash -c "'$launch/ewc-sweep' list '$launch/sweeps/$f' > fig2b.txt &&
                  grep -q ' method=sgd,seed=3$' fig2b.txt && grep -q ' method=sgd,dropout-input=0.2,dropout=0.5,seed=3$' fig2b.txt &&
-                 grep -q ' method=l2,lambda=.*,seed=3$' fig2b.txt && grep -q ' method=ewc,lambda=.*,seed=3$' fig2b.txt &&
-                 grep -q ' method=online-ewc,lambda=.*,seed=3$' fig2b.txt &&
+                 grep -q ' method=l2,.*lambda=.*,seed=3$' fig2b.txt && grep -q ' method=ewc,.*lambda=.*,seed=3$' fig2b.txt &&
+                 grep -q ' method=online-ewc,.*lambda=.*,seed=3$' fig2b.txt &&
                  grep -q '^validation = [1-9]' '$launch/sweeps/$f' && grep -q '^tasks = 10' '$launch/sweeps/$f'"
 done
 printf '[grid]\nhidden = 8 6,6\nseed = 1\n' > enc.ini
