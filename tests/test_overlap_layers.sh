@@ -8,17 +8,7 @@ train=${EWC_TRAIN:-$1/ewc-train}
 tools=${EWC_SOURCE_DIR:-$(dirname "$0")/..}/tests/tools
 py=/usr/bin/python3
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
-work=$(mktemp -d)
-trap '[ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
-passed=0 failed=0
-check() { # NAME COMMAND...: run a check, count and report it
-    local name=$1; shift
-    if "$@" > "$work/check.log" 2>&1; then
-        passed=$((passed + 1)); echo "ok - $name"
-    else
-        failed=$((failed + 1)); echo "not ok - $name"; sed 's/^/    /' "$work/check.log"
-    fi
-}
+. "$tools/check.sh" # $work, check, $passed, $failed
 # expect_error NAME NEEDLE ARGS...: the trainer fails with one line on stderr containing NEEDLE
 expect_error() {
     local name=$1 needle=$2; shift 2

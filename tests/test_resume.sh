@@ -6,17 +6,7 @@ set -uo pipefail
 train=${EWC_TRAIN:-$1/ewc-train}
 tools=${EWC_SOURCE_DIR:-$(dirname "$0")/..}/tests/tools
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
-work=$(mktemp -d)
-trap '[ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
-passed=0 failed=0
-check() { # NAME COMMAND...: run a check, count and report it
-    local name=$1; shift
-    if "$@" > "$work/check.log" 2>&1; then
-        passed=$((passed + 1)); echo "ok - $name"
-    else
-        failed=$((failed + 1)); echo "not ok - $name"; sed 's/^/    /' "$work/check.log"
-    fi
-}
+. "$tools/check.sh" # $work, check, $passed, $failed
 
 # A small experiment that still takes a few seconds, so that signals land mid-task: every
 # stateful feature is on (EWC penalty, momentum, both dropouts, a curve, a partial last batch).
