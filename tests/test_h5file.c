@@ -22,9 +22,11 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "ewc/error.h"
 #include "ewc/h5file.h"
+#include "ewc/sha256.h"
 
 typedef struct {
     char dir[64];
@@ -368,14 +370,18 @@ static void test_read_mismatches_name_the_dataset(void **state) {
     assert_no_open_ids();
 }
 
-/* A file written by someone else (here: plain HDF5 calls) with an unterminated fixed-length
- * ASCII string (numpy's "S" type), a big-endian float64, uint32 data and a non-scalar
- * attribute. */
+/* A file written by someone else (here: plain HDF5 calls with a user block, then sealed) with
+ * an unterminated fixed-length ASCII string (numpy's "S" type), a big-endian float64 (with its
+ * CRC-32 over the little-endian bytes), uint32 data and a non-scalar attribute. The same file
+ * unsealed is refused: nothing without a digest is read. */
 static void test_read_foreign_layouts(void **state) {
     Fixture *f = *state;
     char path[H5FILE_PATH_MAX];
     path_in(path, f, "foreign.h5");
-    hid_t file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t fcpl = H5Pcreate(H5P_FILE_CREATE);
+    assert_true(fcpl >= 0 && H5Pset_userblock(fcpl, H5FILE_USERBLOCK) >= 0);
+    hid_t file = H5Fcreate(path, H5F_ACC_TRUNC, fcpl, H5P_DEFAULT);
+    H5Pclose(fcpl);
     assert_true(file >= 0);
     hid_t scalar = H5Screate(H5S_SCALAR), vec = H5Screate_simple(1, (hsize_t[]){2}, NULL);
     const char *text = "written by h5py";
@@ -392,6 +398,12 @@ static void test_read_foreign_layouts(void **state) {
                          H5P_DEFAULT);
     assert_true(H5Dwrite(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT,
                          (double[]){0.5, -3}) >= 0);
+    /* 0.5 and -3 as little-endian float64 bytes */
+    const unsigned char le[16] = {0, 0, 0, 0, 0, 0, 0xe0, 0x3f, 0, 0, 0, 0, 0, 0, 0x08, 0xc0};
+    int64_t crc = (int64_t)crc32(0, le, sizeof le);
+    a = H5Acreate2(d, "crc32", H5T_STD_I64LE, scalar, H5P_DEFAULT, H5P_DEFAULT);
+    assert_true(H5Awrite(a, H5T_NATIVE_INT64, &crc) >= 0);
+    H5Aclose(a);
     H5Dclose(d);
     d = H5Dcreate2(file, "u32", H5T_STD_U32LE, vec, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     H5Dclose(d);
@@ -401,6 +413,13 @@ static void test_read_foreign_layouts(void **state) {
     assert_true(H5Fclose(file) >= 0);
 
     H5Reader r;
+    assert_error(h5file_open_read(&r, path), EWC_EFORMAT, path, "no SHA-256 digest", NULL);
+    assert_true(r.damaged);
+    size_t n;
+    unsigned char *image = slurp(path, &n);
+    assert_int_equal(h5file_seal_image(image, n), EWC_OK);
+    write_bytes(path, image, n);
+    free(image);
     char s[32];
     double be[2];
     int32_t u[2];
@@ -649,6 +668,215 @@ static void test_h5dump_reads_header(void **state) {
     assert_no_open_ids();
 }
 
+
+/* ---- integrity ------------------------------------------------------------------------------ */
+
+/* The header holds the length and the SHA-256 of bytes 512.., as `tail -c +513 | sha256sum`
+ * (an independent implementation) prints it, and h5py reads the file. */
+static void test_digest_header_matches_sha256sum(void **state) {
+    Fixture *f = *state;
+    char path[H5FILE_PATH_MAX], cmd[H5FILE_PATH_MAX + 128], line[256];
+    path_in(path, f, "sealed.h5");
+    write_small(path, 7);
+    size_t n;
+    unsigned char *image = slurp(path, &n);
+    char want[512];
+    unsigned char d[SHA256_BYTES];
+    char hex[SHA256_HEX];
+    sha256_digest(image + 512, n - 512, d);
+    sha256_hex(d, hex);
+    snprintf(want, sizeof want, "EWC-CHECKPOINT-DIGEST v1\nalgorithm: sha256\nlength: %zu\n"
+             "sha256: %s\ncovers: bytes 512 to the end; check with: tail -c +513 FILE | sha256sum\n",
+             n, hex);
+    assert_memory_equal(image, want, strlen(want));
+    for (size_t i = strlen(want); i < 512; i++) assert_int_equal(image[i], 0);
+    assert_memory_equal(image + 512, "\x89HDF\r\n\x1a\n", 8);
+    snprintf(cmd, sizeof cmd, "tail -c +513 '%s' | sha256sum", path);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    assert_non_null(fgets(line, sizeof line, p));
+    assert_int_equal(pclose(p), 0);
+    assert_memory_equal(line, hex, 64);
+    if (access("/usr/bin/python3", X_OK) == 0) {
+        snprintf(cmd, sizeof cmd, "/usr/bin/python3 -c 'import h5py, sys; f = h5py.File(sys.argv[1],"
+                 " \"r\"); print(f.userblock_size, list(f[\"v\"][()]))' '%s'", path);
+        p = popen(cmd, "r");
+        assert_non_null(p);
+        assert_non_null(fgets(line, sizeof line, p));
+        assert_int_equal(pclose(p), 0);
+        assert_string_equal(line, "512 [1, 2, 7]\n");
+    }
+    /* sealing is what a commit does: the committed image is a fixed point */
+    unsigned char *copy = malloc(n);
+    assert_non_null(copy);
+    memcpy(copy, image, n);
+    memset(copy, 0, 512);
+    assert_int_equal(h5file_seal_image(copy, n), EWC_OK);
+    assert_memory_equal(copy, image, n);
+    assert_error(h5file_seal_image(copy, 511), EWC_EINVAL, "user block", NULL);
+    free(copy);
+    free(image);
+}
+
+/* Every damage to a small file is refused before HDF5 sees it, naming the file; damage to the
+ * data of the dataset names it. */
+static void test_damage_is_refused(void **state) {
+    Fixture *f = *state;
+    char path[H5FILE_PATH_MAX], bad[H5FILE_PATH_MAX];
+    path_in(path, f, "good.h5");
+    path_in(bad, f, "bad.h5");
+    float x[256];
+    for (int i = 0; i < 256; i++) x[i] = (float)i + 0.5f;
+    uint64_t dims[1] = {256};
+    H5Writer w;
+    assert_int_equal(h5file_create_temp(&w, path), EWC_OK);
+    assert_int_equal(h5file_write_f32(&w, "/group/x", x, 1, dims), EWC_OK);
+    assert_int_equal(h5file_set_attr_i64(&w, "/", "step", 12), EWC_OK);
+    assert_int_equal(h5file_commit(&w), EWC_OK);
+    size_t n;
+    unsigned char *image = slurp(path, &n);
+    /* where the float data sits: 0.5, 1.5, 2.5 */
+    const float head[3] = {0.5f, 1.5f, 2.5f};
+    size_t data_at = 0;
+    for (size_t i = 512; i + sizeof head <= n && !data_at; i++)
+        if (memcmp(image + i, head, sizeof head) == 0) data_at = i;
+    assert_true(data_at > 512);
+
+    H5Reader r;
+    int refused = 0, named = 0;
+    for (size_t pos = 0; pos < n; pos += 5) {
+        image[pos] ^= (unsigned char)(1u << (pos % 8));
+        write_bytes(bad, image, n);
+        image[pos] ^= (unsigned char)(1u << (pos % 8));
+        EwcStatus st = h5file_open_read(&r, bad);
+        if (st != EWC_EFORMAT || !r.damaged || !strstr(ewc_error_message(), bad))
+            fail_msg("flip at byte %zu: status %d, message \"%s\"", pos, st, ewc_error_message());
+        if (pos >= data_at && pos < data_at + sizeof x) {
+            if (!strstr(ewc_error_message(), "first damaged dataset: /group/x"))
+                fail_msg("flip in the data at %zu: \"%s\"", pos, ewc_error_message());
+            named++;
+        }
+        refused++;
+        ewc_error_clear();
+    }
+    assert_true(refused > 100 && named > 10);
+    /* truncated at any length, or a byte appended */
+    for (size_t len = 0; len < n; len += 97) {
+        write_bytes(bad, image, len);
+        assert_error(h5file_open_read(&r, bad), EWC_EFORMAT, bad, len >= 8 ? "damaged" : "", NULL);
+    }
+    image = realloc(image, n + 1);
+    image[n] = 0;
+    write_bytes(bad, image, n + 1);
+    assert_error(h5file_open_read(&r, bad), EWC_EFORMAT, bad, "damaged", NULL);
+    /* the same bytes from memory */
+    assert_error(h5file_open_image(&r, "in-memory", image, n - 1), EWC_EFORMAT,
+                 "in-memory: damaged (truncated", NULL);
+    assert_int_equal(h5file_open_image(&r, "in-memory", image, n), EWC_OK);
+    float y[256];
+    assert_int_equal(h5file_read_f32(&r, "/group/x", y, 1, dims), EWC_OK);
+    assert_memory_equal(x, y, sizeof x);
+    h5file_close(&r);
+    free(image);
+    assert_no_open_ids();
+}
+
+/* A dataset whose data no longer matches its CRC-32 (in a resealed file: only the CRC can tell)
+ * is refused on read, and so is a dataset without a CRC-32. */
+static void test_crc_checked_on_read(void **state) {
+    Fixture *f = *state;
+    char path[H5FILE_PATH_MAX];
+    path_in(path, f, "crc.h5");
+    int64_t v[4] = {11, 22, 33, 44};
+    uint64_t dims[1] = {4};
+    H5Writer w;
+    assert_int_equal(h5file_create_temp(&w, path), EWC_OK);
+    assert_int_equal(h5file_write_i64(&w, "/v", v, 1, dims), EWC_OK);
+    assert_int_equal(h5file_write_i64(&w, "/u", v, 1, dims), EWC_OK);
+    assert_int_equal(h5file_commit(&w), EWC_OK);
+    size_t n;
+    unsigned char *image = slurp(path, &n);
+    size_t at = 0;
+    for (size_t i = 512; i + sizeof v <= n && !at; i++)
+        if (memcmp(image + i, v, sizeof v) == 0) at = i;
+    assert_true(at > 0);
+    image[at + 8] ^= 4; /* one of the two datasets: 22 -> 18 */
+    assert_int_equal(h5file_seal_image(image, n), EWC_OK);
+    H5Reader r;
+    int64_t got[4];
+    assert_int_equal(h5file_open_image(&r, "resealed", image, n), EWC_OK);
+    EwcStatus su = h5file_read_i64(&r, "/u", got, 1, dims);
+    ewc_error_clear();
+    EwcStatus sv = h5file_read_i64(&r, "/v", got, 1, dims);
+    assert_true((su == EWC_EFORMAT) != (sv == EWC_EFORMAT));
+    assert_non_null(strstr(ewc_error_message(), "fails its CRC-32 check"));
+    ewc_error_clear();
+    h5file_close(&r);
+    free(image);
+
+    /* no CRC-32 attribute */
+    hid_t fcpl = H5Pcreate(H5P_FILE_CREATE);
+    assert_true(H5Pset_userblock(fcpl, 512) >= 0);
+    hid_t file = H5Fcreate(path, H5F_ACC_TRUNC, fcpl, H5P_DEFAULT);
+    H5Pclose(fcpl);
+    hid_t space = H5Screate_simple(1, (hsize_t[]){4}, NULL);
+    hid_t d = H5Dcreate2(file, "v", H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    assert_true(H5Dwrite(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) >= 0);
+    H5Dclose(d);
+    H5Sclose(space);
+    assert_true(H5Fclose(file) >= 0);
+    image = slurp(path, &n);
+    assert_int_equal(h5file_seal_image(image, n), EWC_OK);
+    assert_int_equal(h5file_open_image(&r, path, image, n), EWC_OK);
+    assert_error(h5file_read_i64(&r, "/v", got, 1, dims), EWC_EFORMAT, "/v has no crc32", NULL);
+    h5file_close(&r);
+    free(image);
+    assert_no_open_ids();
+}
+
+/* commit_keep: the old file becomes PREV (same bytes), the new one takes its place; without an
+ * old file PREV is left alone. install_copy replaces a file with another's bytes. */
+static void test_commit_keeps_previous(void **state) {
+    Fixture *f = *state;
+    char path[H5FILE_PATH_MAX], prev[H5FILE_PATH_MAX], other[H5FILE_PATH_MAX];
+    path_in(path, f, "ckpt.h5");
+    path_in(prev, f, "ckpt.prev.h5");
+    path_in(other, f, "other.h5");
+    H5Writer w;
+    int32_t v[1] = {1};
+    uint64_t dims[1] = {1};
+    assert_int_equal(h5file_create_temp(&w, path), EWC_OK);
+    assert_int_equal(h5file_write_i32(&w, "/v", v, 1, dims), EWC_OK);
+    assert_int_equal(h5file_commit_keep(&w, prev), EWC_OK);
+    assert_int_equal(access(prev, F_OK), -1); /* nothing to keep yet */
+    size_t n1, n2;
+    unsigned char *first = slurp(path, &n1);
+    for (int k = 2; k <= 3; k++) {
+        v[0] = k;
+        assert_int_equal(h5file_create_temp(&w, path), EWC_OK);
+        assert_int_equal(h5file_write_i32(&w, "/v", v, 1, dims), EWC_OK);
+        assert_int_equal(h5file_commit_keep(&w, prev), EWC_OK);
+        if (k == 2) assert_same_bytes(first, n1, prev);
+    }
+    H5Reader r;
+    int32_t got;
+    assert_int_equal(h5file_open_read(&r, prev), EWC_OK);
+    assert_int_equal(h5file_read_i32(&r, "/v", &got, 1, dims), EWC_OK);
+    h5file_close(&r);
+    assert_int_equal(got, 2);
+    assert_int_equal(count_temps(f), 0);
+    unsigned char *latest = slurp(path, &n2);
+    assert_int_equal(h5file_install_copy(prev, other), EWC_OK);
+    assert_int_equal(h5file_install_copy(path, other), EWC_OK); /* replaces */
+    assert_same_bytes(latest, n2, other);
+    path_in(other, f, "missing.h5");
+    assert_error(h5file_install_copy(other, prev), EWC_EIO, "missing.h5", NULL);
+    assert_int_equal(count_temps(f), 0);
+    free(first);
+    free(latest);
+    assert_no_open_ids();
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_roundtrip_every_type, setup, teardown),
@@ -660,6 +888,10 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_failed_commit_keeps_previous, setup, teardown),
         cmocka_unit_test_setup_teardown(test_remove_stale_temps, setup, teardown),
         cmocka_unit_test_setup_teardown(test_h5dump_reads_header, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_digest_header_matches_sha256sum, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_damage_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_crc_checked_on_read, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_commit_keeps_previous, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
