@@ -2,10 +2,14 @@
  * its anchor, raw Fisher and permutation (layout documented in README.md, "Checkpoint"). */
 #include "ewc/checkpoint.h"
 
+#include <errno.h>
+#include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "ewc/dist.h"
 #include "ewc/h5file.h"
 
 #define FORMAT_NAME "ewc-train checkpoint"
@@ -404,17 +408,35 @@ static EwcStatus write_state(H5Writer *w, const Trainer *t, int tasks_done) {
     return st;
 }
 
+/* "<dir>/checkpoint.prev.h5" for "<dir>/checkpoint.h5" (KIND = "prev"); "<path>.<KIND>" for a
+ * name without ".h5". EWC_EINVAL if it does not fit in OUT[H5FILE_PATH_MAX]. */
+static EwcStatus sibling_path(char *out, const char *path, const char *kind) {
+    size_t n = strlen(path);
+    int k = n > 3 && strcmp(path + n - 3, ".h5") == 0
+                ? snprintf(out, H5FILE_PATH_MAX, "%.*s.%s.h5", (int)(n - 3), path, kind)
+                : snprintf(out, H5FILE_PATH_MAX, "%s.%s", path, kind);
+    if (k < 0 || k >= H5FILE_PATH_MAX) {
+        ewc_error_set("%s: path too long", path);
+        return EWC_EINVAL;
+    }
+    return EWC_OK;
+}
+
 EwcStatus checkpoint_save(const Trainer *t, const char *path, const TaskRecord *new_task) {
     H5Writer w = {0};
     H5Reader old = {0};
     int tasks_done = t->pen.tasks_done, carry = new_task ? new_task->task : tasks_done;
     float *a = NULL, *f = NULL;
+    char prev[H5FILE_PATH_MAX];
     EwcStatus st;
-    /* the finished tasks before this one live in the previous checkpoint: copy them over */
-    if (carry > 0) {
+    if ((st = sibling_path(prev, path, "prev"))) return st;
+    /* the finished tasks before this one live in the previous checkpoint: copy them over. That
+     * file also becomes checkpoint.prev.h5, so it is verified even when nothing is carried: a
+     * damaged one stops the run here (--resume then falls back), never turns into the fallback */
+    if (carry > 0 || access(path, F_OK) == 0) {
         if ((st = h5file_open_read(&old, path))) return st;
         int64_t old_done = 0;
-        if ((st = h5file_get_attr_i64(&old, "/", "tasks_done", &old_done))) goto fail;
+        if (carry > 0 && (st = h5file_get_attr_i64(&old, "/", "tasks_done", &old_done))) goto fail;
         if (old_done < carry) {
             ewc_error_set("%s: records %lld finished tasks, expected at least %d", path,
                           (long long)old_done, carry);
@@ -436,7 +458,7 @@ EwcStatus checkpoint_save(const Trainer *t, const char *path, const TaskRecord *
     if (!st) st = write_state(&w, t, tasks_done);
     h5file_close(&old);
     if (st) goto fail;
-    st = h5file_commit(&w);
+    st = h5file_commit_keep(&w, prev);
     free(a);
     free(f);
     return st;
@@ -448,14 +470,14 @@ fail:
     return st;
 }
 
-EwcStatus checkpoint_load(Trainer *t, const char *path) {
-    H5Reader r = {0};
+/* Restore T from the verified, open checkpoint R (called PATH in messages); closes R. */
+static EwcStatus load_open(Trainer *t, H5Reader *r_open, const char *path) {
+    H5Reader r = *r_open;
     const Config *c = t->cfg;
     int T = c->tasks;
     char format[64];
     int64_t version, tasks_done, np;
-    EwcStatus st = h5file_open_read(&r, path);
-    if (st) return st;
+    EwcStatus st;
     if ((st = h5file_get_attr_str(&r, "/", "format", format, sizeof format)) ||
         strcmp(format, FORMAT_NAME) != 0) {
         ewc_error_clear();
@@ -546,6 +568,8 @@ EwcStatus checkpoint_load(Trainer *t, const char *path) {
         free(t->curve);
         t->curve = curve;
         t->n_curve = t->cap_curve = (int)n_curve;
+    } else {
+        t->n_curve = 0;
     }
     t->task = (int)task;
     t->epoch = (int)epoch;
@@ -556,4 +580,137 @@ EwcStatus checkpoint_load(Trainer *t, const char *path) {
 done:
     h5file_close(&r);
     return st;
+}
+
+EwcStatus checkpoint_load(Trainer *t, const char *path) {
+    H5Reader r = {0};
+    EwcStatus st = h5file_open_read(&r, path);
+    return st ? st : load_open(t, &r, path);
+}
+
+EwcStatus checkpoint_load_image(Trainer *t, const char *name, const void *image, size_t size) {
+    H5Reader r = {0};
+    EwcStatus st = h5file_open_image(&r, name, image, size);
+    return st ? st : load_open(t, &r, name);
+}
+
+/* ---- resuming ------------------------------------------------------------------------------- */
+
+/* Load PATH as checkpoint_load does; *DAMAGED: the file failed its integrity check (nothing was
+ * restored into T then). */
+static EwcStatus load_checked(Trainer *t, const char *path, int *damaged) {
+    H5Reader r = {0};
+    EwcStatus st = h5file_open_read(&r, path);
+    *damaged = st != EWC_OK && r.damaged;
+    return st ? st : load_open(t, &r, path);
+}
+
+/* The message of the lowest rank with REPORTER set, into MSG on every rank. Collective. */
+static void share_message(MPI_Comm comm, int reporter, char *msg, size_t size) {
+    int rank, nranks, from;
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &nranks);
+    int mine = reporter ? rank : nranks;
+    MPI_Allreduce(&mine, &from, 1, MPI_INT, MPI_MIN, comm);
+    if (rank == (from < nranks ? from : 0)) snprintf(msg, size, "%s", ewc_error_message());
+    MPI_Bcast(msg, (int)size, MPI_CHAR, from < nranks ? from : 0, comm);
+    msg[size - 1] = '\0';
+}
+
+/* PATH kept for inspection under the first free name "<stem>.damaged[.N].h5", as a hard link
+ * (PATH itself stays until it is replaced). The name into KEPT. Rank 0 only. */
+static EwcStatus keep_damaged(const char *path, char *kept) {
+    char base[H5FILE_PATH_MAX];
+    EwcStatus st = sibling_path(base, path, "damaged");
+    for (int n = 0; !st && n < 1000; n++) {
+        if (n == 0) snprintf(kept, H5FILE_PATH_MAX, "%s", base);
+        else if ((st = sibling_path(kept, path, "damaged"))) break;
+        else {
+            char suffix[16];
+            snprintf(suffix, sizeof suffix, "damaged.%d", n);
+            if ((st = sibling_path(kept, path, suffix))) break;
+        }
+        if (link(path, kept) == 0) return EWC_OK;
+        if (errno == EEXIST) continue;
+        if (rename(path, kept) == 0) return EWC_OK; /* no hard links here */
+        break;
+    }
+    if (!st) ewc_error_set("%s: damaged, and cannot be kept as %s: %s", path, kept, strerror(errno));
+    return st ? st : EWC_EIO;
+}
+
+EwcStatus checkpoint_resume(Trainer *t, const char *dir, int *resumed) {
+    MPI_Comm comm = t->dist.comm;
+    int root = t->dist.rank == 0, exists[2] = {0, 0}, reporter;
+    char path[2][H5FILE_PATH_MAX], why[2][1024] = {"", ""};
+    EwcStatus st = EWC_OK;
+    *resumed = 0;
+    if (snprintf(path[0], H5FILE_PATH_MAX, "%s/%s", dir, CHECKPOINT_NAME) >= H5FILE_PATH_MAX) {
+        ewc_error_set("--out %s: path too long", dir);
+        return EWC_EINVAL;
+    }
+    if ((st = sibling_path(path[1], path[0], "prev"))) return st;
+    for (int i = 0; i < 2; i++) exists[i] = root && access(path[i], F_OK) == 0;
+    MPI_Bcast(exists, 2, MPI_INT, 0, comm);
+    if (!exists[0] && !exists[1]) return EWC_OK; /* nothing to resume: a fresh start */
+    if (!exists[0]) snprintf(why[0], sizeof why[0], "%s: missing", path[0]);
+    for (int i = 0; i < 2; i++) {
+        if (!exists[i]) continue;
+        int damaged = 0;
+        EwcStatus local = load_checked(t, path[i], &damaged);
+        MPI_Allreduce(MPI_IN_PLACE, &damaged, 1, MPI_INT, MPI_MAX, comm);
+        st = dist_agree(comm, local, &reporter);
+        if (st == EWC_OK) {
+            *resumed = 1;
+            break;
+        }
+        share_message(comm, reporter, why[i], sizeof why[i]);
+        if (!damaged) { /* not damage (a different experiment, an I/O error): stop here */
+            ewc_error_clear();
+            ewc_error_set("%s", why[i]);
+            return st;
+        }
+        ewc_error_clear();
+    }
+    if (!*resumed) {
+        if (!exists[1])
+            ewc_error_set("%s; kept for inspection, and there is no %s to fall back to (move it "
+                          "away to start over)", why[0], path[1]);
+        else if (!exists[0])
+            ewc_error_set("%s, and %s; kept for inspection, no intact checkpoint left", why[0],
+                          why[1]);
+        else
+            ewc_error_set("%s; %s; both kept for inspection, no intact checkpoint left (move them "
+                          "away to start over)", why[0], why[1]);
+        return EWC_EFORMAT;
+    }
+    if (exists[0] && why[0][0] == '\0') return EWC_OK; /* checkpoint.h5 itself was intact */
+    /* resumed from checkpoint.prev.h5: keep the damaged file, and make checkpoint.h5 a copy of
+     * the previous one again, so that the next save keeps the intact file as the fallback */
+    char kept[H5FILE_PATH_MAX] = "";
+    st = EWC_OK;
+    if (root && exists[0]) st = keep_damaged(path[0], kept);
+    if (root && !st) st = h5file_install_copy(path[1], path[0]);
+    if (root && !st)
+        fprintf(stderr, "ewc-train: warning: %s%s%s; resuming from %s (task %d, epoch %d, step %d)"
+                "\n", why[0], kept[0] ? "; kept as " : "", kept, path[1], t->task, t->epoch, t->step);
+    return dist_agree(comm, st, NULL);
+}
+
+EwcStatus checkpoint_discard(const char *dir) {
+    char path[H5FILE_PATH_MAX], prev[H5FILE_PATH_MAX];
+    if (snprintf(path, sizeof path, "%s/%s", dir, CHECKPOINT_NAME) >= (int)sizeof path ||
+        sibling_path(prev, path, "prev")) {
+        ewc_error_set("--out %s: path too long", dir);
+        return EWC_EINVAL;
+    }
+    /* the fallback first: no moment with a previous checkpoint but no current one */
+    const char *both[2] = {prev, path};
+    for (int i = 0; i < 2; i++)
+        if (unlink(both[i]) != 0 && errno != ENOENT) {
+            ewc_error_set("%s: cannot remove the previous run's checkpoint: %s", both[i],
+                          strerror(errno));
+            return EWC_EIO;
+        }
+    return EWC_OK;
 }

@@ -154,11 +154,13 @@ static int copy_file(const char *src, const char *dst) {
     return rc;
 }
 
-/* DST becomes SRC's file through TEMP (a hard link, or a copy where links are not supported).
- * 1 if SRC does not exist, 0 on success, -1 with errno. */
-static int link_over(const char *src, const char *temp, const char *dst) {
+/* DST becomes SRC's file through TEMP: a hard link (COPY = 0; a copy where links are not
+ * supported) or a copy. 1 if SRC does not exist, 0 on success, -1 with errno. */
+static int link_over(const char *src, const char *temp, const char *dst, int copy) {
     unlink(temp); /* a stale one of ours */
-    if (link(src, temp) != 0) {
+    if (copy) {
+        if (copy_file(src, temp) != 0) return errno == ENOENT ? 1 : -1;
+    } else if (link(src, temp) != 0) {
         if (errno == ENOENT) return access(src, F_OK) == 0 ? -1 : 1;
         if (errno != EPERM && errno != EOPNOTSUPP && errno != ENOSYS && errno != EXDEV &&
             errno != EMLINK)
@@ -178,7 +180,7 @@ static int link_over(const char *src, const char *temp, const char *dst) {
 static EwcStatus keep_previous(const char *final, const char *prev) {
     char temp[H5FILE_PATH_MAX + 48];
     snprintf(temp, sizeof temp, "%s.tmp.prev.%ld", final, (long)getpid());
-    if (link_over(final, temp, prev) < 0) {
+    if (link_over(final, temp, prev, 0) < 0) {
         ewc_error_set("%s: cannot keep the previous file as %s: %s", final, prev, strerror(errno));
         return EWC_EIO;
     }
@@ -192,7 +194,7 @@ EwcStatus h5file_install_copy(const char *src, const char *dst) {
         return EWC_EINVAL;
     }
     snprintf(temp, sizeof temp, "%s.tmp.link.%ld", dst, (long)getpid());
-    int rc = link_over(src, temp, dst);
+    int rc = link_over(src, temp, dst, 1);
     if (rc != 0) {
         ewc_error_set("%s: cannot make it a copy of %s: %s", dst, src,
                       rc > 0 ? "no such file" : strerror(errno));

@@ -99,20 +99,14 @@ static EwcStatus train_main(const Config *cfg, BlasCore *blas, MPI_Comm comm, in
 
     char ckpt[CONFIG_PATH_MAX + 32];
     snprintf(ckpt, sizeof ckpt, "%s/%s", cfg->out_dir, CHECKPOINT_NAME);
-    int resume = cfg->resume && rank == 0 && access(ckpt, F_OK) == 0;
-    MPI_Bcast(&resume, 1, MPI_INT, 0, comm);
-    /* a fresh run in an old --out starts over: the old checkpoint is not this run's */
-    if (!resume && rank == 0 && unlink(ckpt) != 0 && errno != ENOENT) {
-        ewc_error_set("%s: cannot remove the previous run's checkpoint: %s", ckpt, strerror(errno));
-        st = EWC_EIO;
-    }
+    /* --resume falls back to checkpoint.prev.h5 if checkpoint.h5 is damaged (checkpoint.h) */
+    int resume = 0;
+    if (cfg->resume) st = checkpoint_resume(&t, cfg->out_dir, &resume);
+    /* a fresh run in an old --out starts over: the old checkpoints are not this run's */
+    else if (rank == 0) st = checkpoint_discard(cfg->out_dir);
     if ((st = dist_agree(comm, st, reporter))) goto done;
-    if (resume) {
-        st = checkpoint_load(&t, ckpt);
-        if ((st = dist_agree(comm, st, reporter))) goto done;
-        if (rank == 0 && !cfg->quiet)
-            printf("resuming from %s: task %d, epoch %d, step %d\n", ckpt, t.task, t.epoch, t.step);
-    }
+    if (resume && rank == 0 && !cfg->quiet)
+        printf("resuming from %s: task %d, epoch %d, step %d\n", ckpt, t.task, t.epoch, t.step);
     print_blas(&t, blas, resume);
     if (rank == 0 && !cfg->quiet)
         printf("ewc-train: %d tasks, method %s, %zu parameters, %d rank%s, data %s\n", cfg->tasks,

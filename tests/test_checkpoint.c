@@ -728,6 +728,32 @@ static hid_t open_copy_rw(char *p, const char *what) {
     return f;
 }
 
+static unsigned char *slurp(const char *path, size_t *size) {
+    FILE *fp = fopen(path, "rb");
+    assert_non_null(fp);
+    assert_int_equal(fseek(fp, 0, SEEK_END), 0);
+    long n = ftell(fp);
+    assert_true(n >= 0);
+    rewind(fp);
+    unsigned char *buf = malloc((size_t)n + 1);
+    assert_non_null(buf);
+    assert_int_equal(fread(buf, 1, (size_t)n, fp), (size_t)n);
+    fclose(fp);
+    *size = (size_t)n;
+    return buf;
+}
+
+/* Close F (the copy P, changed with the raw HDF5 API) and seal it again, as if ewc-train had
+ * written it that way: the checks behind the digest are what these tests are about. */
+static void close_sealed(hid_t f, const char *p) {
+    assert_true(H5Fclose(f) >= 0);
+    size_t n;
+    unsigned char *image = slurp(p, &n);
+    assert_int_equal(h5file_seal_image(image, n), EWC_OK);
+    write_bytes(p, image, n);
+    free(image);
+}
+
 static void set_attr_i64(hid_t file, const char *obj, const char *name, int64_t v) {
     hid_t a = H5Aopen_by_name(file, obj, name, H5P_DEFAULT, H5P_DEFAULT);
     assert_true(a >= 0);
@@ -740,13 +766,13 @@ static void test_reject_newer_version(void **state) {
     char p[H5FILE_PATH_MAX];
     hid_t f = open_copy_rw(p, "version-up");
     set_attr_i64(f, "/", "format_version", CHECKPOINT_FORMAT_VERSION + 1);
-    assert_true(H5Fclose(f) >= 0);
+    close_sealed(f, p);
     assert_error(load_with(&R.cfg, p), EWC_EFORMAT, p, "newer", NULL);
 
     /* an older (unknown) version is refused too, but not called newer */
     f = open_copy_rw(p, "version-down");
     set_attr_i64(f, "/", "format_version", 0);
-    assert_true(H5Fclose(f) >= 0);
+    close_sealed(f, p);
     EwcStatus st = load_with(&R.cfg, p);
     if (strstr(ewc_error_message(), "newer")) fail_msg("\"%s\" says newer", ewc_error_message());
     assert_error(st, EWC_EFORMAT, p, "version", NULL);
@@ -776,21 +802,21 @@ static void test_reject_wrong_shape(void **state) {
     hid_t f = open_copy_rw(p, "shape-W");
     hsize_t dw[2] = {(hsize_t)s->dims[1] - 1, (hsize_t)s->dims[0]};
     replace_dataset(f, "/model/layer0/W", 2, dw);
-    assert_true(H5Fclose(f) >= 0);
+    close_sealed(f, p);
     assert_error(load_with(&R.cfg, p), EWC_EFORMAT, p, "/model/layer0/W", NULL);
 
     /* the momentum as a matrix of the same element count */
     f = open_copy_rw(p, "shape-momentum");
     hsize_t dm[2] = {1, s->n_params};
     replace_dataset(f, "/state/momentum", 2, dm);
-    assert_true(H5Fclose(f) >= 0);
+    close_sealed(f, p);
     assert_error(load_with(&R.cfg, p), EWC_EFORMAT, p, "/state/momentum", NULL);
 
     /* penalty b stored as float32 instead of float64 (right shape, wrong type) */
     f = open_copy_rw(p, "type-penalty-b");
     hsize_t db[1] = {s->n_params};
     replace_dataset(f, "/state/penalty/b", 1, db);
-    assert_true(H5Fclose(f) >= 0);
+    close_sealed(f, p);
     assert_error(load_with(&R.cfg, p), EWC_EFORMAT, p, "/state/penalty/b", NULL);
 }
 
@@ -807,7 +833,7 @@ static void test_reject_missing_dataset(void **state) {
         char p[H5FILE_PATH_MAX];
         hid_t f = open_copy_rw(p, "missing");
         assert_true(H5Ldelete(f, needed[i], H5P_DEFAULT) >= 0);
-        assert_true(H5Fclose(f) >= 0);
+        close_sealed(f, p);
         EwcStatus st = load_with(&R.cfg, p);
         if (st != EWC_EFORMAT)
             fail_msg("without %s: status %d (\"%s\")", needed[i], st, ewc_error_message());
@@ -825,7 +851,7 @@ static void test_reject_missing_task_record(void **state) {
         char p[H5FILE_PATH_MAX];
         hid_t f = open_copy_rw(p, "missing-task");
         assert_true(H5Ldelete(f, needed[i], H5P_DEFAULT) >= 0);
-        assert_true(H5Fclose(f) >= 0);
+        close_sealed(f, p);
         EwcStatus st = load_with(&R.cfg, p);
         if (st != EWC_EFORMAT)
             fail_msg("without %s: status %d (\"%s\")", needed[i], st, ewc_error_message());
@@ -874,7 +900,7 @@ static void test_pre_adam_loads_as_sgd(void **state) {
     static const char *const added[] = {"optimizer", "adam_beta1", "adam_beta2", "adam_eps"};
     hid_t f = open_copy_rw(p, "pre-adam");
     for (int i = 0; i < 4; i++) assert_true(H5Adelete_by_name(f, "/config", added[i], H5P_DEFAULT) >= 0);
-    assert_true(H5Fclose(f) >= 0);
+    close_sealed(f, p);
     EwcStatus st = load_with(&R.cfg, p);
     if (st) fail_msg("checkpoint without the Adam attributes: %s", ewc_error_message());
     Config c = R.cfg;
@@ -885,27 +911,23 @@ static void test_pre_adam_loads_as_sgd(void **state) {
     assert_error(load_with(&c, p), EWC_EINVAL, p, "--adam-beta2", NULL);
 }
 
-/* A version-1 file (before --validation existed: no such /config attributes) loads as a run
- * without validation; asking it for a validation split is refused, naming the flag. In a
- * version-2 file the attributes are required. */
-static void test_version1_loads(void **state) {
+/* Files of format 1 and 2 have no digest, so they cannot be verified: refused, saying what to do
+ * (here: the checkpoint without its user block, i.e. plain HDF5 as versions 1 and 2 wrote it).
+ * A sealed file that claims version 2 is refused too, naming the version. */
+static void test_old_formats_refused(void **state) {
     (void)state;
     char p[H5FILE_PATH_MAX];
-    static const char *const added[] = {"validation", "patience", "val_every"};
-    hid_t f = open_copy_rw(p, "version-1");
-    set_attr_i64(f, "/", "format_version", 1);
-    for (int i = 0; i < 3; i++) assert_true(H5Adelete_by_name(f, "/config", added[i], H5P_DEFAULT) >= 0);
-    assert_true(H5Fclose(f) >= 0);
-    EwcStatus st = load_with(&R.cfg, p);
-    if (st) fail_msg("version-1 checkpoint: %s", ewc_error_message());
-    Config c = R.cfg;
-    c.validation = 5;
-    assert_error(load_with(&c, p), EWC_EINVAL, p, "--validation", NULL);
-
-    f = open_copy_rw(p, "version-2-no-validation-attr");
-    assert_true(H5Adelete_by_name(f, "/config", "patience", H5P_DEFAULT) >= 0);
-    assert_true(H5Fclose(f) >= 0);
-    assert_error(load_with(&R.cfg, p), EWC_EFORMAT, p, "patience", NULL);
+    size_t n;
+    unsigned char *image = slurp(R.ckpt, &n);
+    new_path(p, "unsealed");
+    write_bytes(p, image + H5FILE_USERBLOCK, n - H5FILE_USERBLOCK);
+    free(image);
+    assert_error(load_with(&R.cfg, p), EWC_EFORMAT, p, "no SHA-256 digest",
+                 "without --resume", NULL);
+    hid_t f = open_copy_rw(p, "version-2");
+    set_attr_i64(f, "/", "format_version", 2);
+    close_sealed(f, p);
+    assert_error(load_with(&R.cfg, p), EWC_EFORMAT, p, "format version 2", NULL);
 }
 
 /* The --validation / --patience state: validation matrix, best-so-far state and per-task records
@@ -959,7 +981,7 @@ static void test_early_stopping_round_trip(void **state) {
     hid_t f = H5Fopen(q, H5F_ACC_RDWR, H5P_DEFAULT);
     assert_true(f >= 0);
     assert_true(H5Ldelete(f, "/state/early_stopping/best", H5P_DEFAULT) >= 0);
-    assert_true(H5Fclose(f) >= 0);
+    close_sealed(f, q);
     assert_error(load_with(&c, q), EWC_EFORMAT, q, "/state/early_stopping/best", NULL);
     trainer_free(&a);
     trainer_free(&b);
@@ -1010,16 +1032,19 @@ static void test_no_temp_files(void **state) {
     /* the finished tasks are carried over from the previous file at PATH */
     copy_file(R.ckpt, path);
 
+    /* after a save: the new checkpoint and the previous one, nothing else */
     assert_int_equal(checkpoint_save(&R.t, path, NULL), EWC_OK);
-    if (list_dir(dir, names, sizeof names) != 1) fail_msg("after a save %s holds: %s", dir, names);
-    assert_string_equal(names, CHECKPOINT_NAME " ");
+    if (list_dir(dir, names, sizeof names) != 2) fail_msg("after a save %s holds: %s", dir, names);
+    assert_non_null(strstr(names, CHECKPOINT_NAME " "));
+    assert_non_null(strstr(names, "checkpoint.prev.h5 "));
 
     /* a stale temp left by a killed run is removed by the next save */
     snprintf(stale, sizeof stale, "%s/%s.tmp.123.4", dir, CHECKPOINT_NAME);
     write_bytes(stale, "partial", 7);
     assert_int_equal(checkpoint_save(&R.t, path, NULL), EWC_OK);
-    if (list_dir(dir, names, sizeof names) != 1) fail_msg("after a save %s holds: %s", dir, names);
-    assert_string_equal(names, CHECKPOINT_NAME " ");
+    if (list_dir(dir, names, sizeof names) != 2) fail_msg("after a save %s holds: %s", dir, names);
+    assert_non_null(strstr(names, CHECKPOINT_NAME " "));
+    assert_non_null(strstr(names, "checkpoint.prev.h5 "));
 
     /* and the re-saved file still loads to the same state */
     Trainer t;
@@ -1047,6 +1072,187 @@ static void test_failed_save_keeps_previous(void **state) {
     assert_int_equal(sb.st_size, 8);
 }
 
+
+/* ---- integrity: the previous checkpoint, fallback on resume, in-memory images --------------- */
+
+static void flip_byte(const char *path, size_t at) {
+    size_t n;
+    unsigned char *image = slurp(path, &n);
+    assert_true(at < n);
+    image[at] ^= 0x10;
+    write_bytes(path, image, n);
+    free(image);
+}
+
+static void assert_same_file(const char *a, const char *b) {
+    size_t na, nb;
+    unsigned char *x = slurp(a, &na), *y = slurp(b, &nb);
+    if (na != nb || memcmp(x, y, na) != 0) fail_msg("%s and %s differ", a, b);
+    free(x);
+    free(y);
+}
+
+/* A save keeps the file it replaces as checkpoint.prev.h5; a damaged previous file is refused
+ * (never carried over, never made the fallback) and nothing is moved. */
+static void test_save_keeps_previous(void **state) {
+    (void)state;
+    char dir[H5FILE_PATH_MAX], path[H5FILE_PATH_MAX + 32], prev[H5FILE_PATH_MAX + 32];
+    char before[H5FILE_PATH_MAX];
+    path_in(dir, "rotate");
+    assert_int_equal(mkdir(dir, 0777), 0);
+    snprintf(path, sizeof path, "%s/checkpoint.h5", dir);
+    snprintf(prev, sizeof prev, "%s/checkpoint.prev.h5", dir);
+    copy_file(R.ckpt, path);
+    assert_int_equal(checkpoint_save(&R.t, path, NULL), EWC_OK);
+    assert_same_file(prev, R.ckpt);
+    new_path(before, "rotate-prev");
+    copy_file(prev, before);
+    for (int carry = 0; carry < 2; carry++) {
+        /* damage in the middle of the file: with or without finished tasks to carry */
+        Trainer t;
+        assert_int_equal(trainer_init(&t, &R.cfg, &R.data, MPI_COMM_SELF), EWC_OK);
+        assert_int_equal(checkpoint_load(&t, path), EWC_OK);
+        if (!carry) t.pen.tasks_done = 0;
+        char damaged[H5FILE_PATH_MAX];
+        new_path(damaged, "rotate-damaged");
+        struct stat sb;
+        assert_int_equal(stat(path, &sb), 0);
+        flip_byte(path, (size_t)sb.st_size / 2);
+        copy_file(path, damaged);
+        assert_error(checkpoint_save(&t, path, NULL), EWC_EFORMAT, path, "damaged", NULL);
+        assert_same_file(path, damaged);
+        assert_same_file(prev, before);
+        flip_byte(path, (size_t)sb.st_size / 2);
+        trainer_free(&t);
+    }
+}
+
+/* The state checkpoint_resume restored, against a trainer loaded from EXPECT. */
+static void assert_resumed_from(const Trainer *t, const char *expect) {
+    Trainer e;
+    assert_int_equal(trainer_init(&e, &R.cfg, &R.data, MPI_COMM_SELF), EWC_OK);
+    if (checkpoint_load(&e, expect)) fail_msg("%s: %s", expect, ewc_error_message());
+    assert_bits_equal(t->params, e.params, e.shape.n_params * sizeof(float), "params");
+    assert_bits_equal(t->mom, e.mom, e.shape.n_params * sizeof(float), "momentum");
+    assert_int_equal(t->global_step, e.global_step);
+    assert_int_equal(t->task, e.task);
+    assert_int_equal(t->n_curve, e.n_curve);
+    trainer_free(&e);
+}
+
+static EwcStatus resume_in(const char *dir, const Config *cfg, const char *expect) {
+    Trainer t;
+    int resumed = -1;
+    ewc_error_clear();
+    assert_int_equal(trainer_init(&t, cfg, &R.data, MPI_COMM_SELF), EWC_OK);
+    EwcStatus st = checkpoint_resume(&t, dir, &resumed);
+    if (!st) assert_int_equal(resumed, expect != NULL);
+    if (!st && expect) assert_resumed_from(&t, expect);
+    trainer_free(&t);
+    return st;
+}
+
+static void test_resume_falls_back(void **state) {
+    (void)state;
+    char dir[H5FILE_PATH_MAX], ck[H5FILE_PATH_MAX + 32], prev[H5FILE_PATH_MAX + 32];
+    char good_ck[H5FILE_PATH_MAX], good_prev[H5FILE_PATH_MAX], kept[H5FILE_PATH_MAX + 32];
+    path_in(dir, "resume");
+    assert_int_equal(mkdir(dir, 0777), 0);
+    snprintf(ck, sizeof ck, "%s/checkpoint.h5", dir);
+    snprintf(prev, sizeof prev, "%s/checkpoint.prev.h5", dir);
+    path_in(good_prev, "checkpoint.prev.h5"); /* the reference run's: after task 1 */
+    new_path(good_ck, "resume-good");
+    copy_file(R.ckpt, good_ck);
+    struct stat sb;
+    assert_int_equal(stat(good_ck, &sb), 0);
+
+    /* nothing there: a fresh start */
+    assert_int_equal(resume_in(dir, &R.cfg, NULL), EWC_OK);
+    /* intact: checkpoint.h5 itself, nothing moved */
+    copy_file(good_ck, ck);
+    copy_file(good_prev, prev);
+    assert_int_equal(resume_in(dir, &R.cfg, good_ck), EWC_OK);
+    snprintf(kept, sizeof kept, "%s/checkpoint.damaged.h5", dir);
+    assert_int_equal(access(kept, F_OK), -1);
+    /* a different experiment is not damage: refused as it is, no fallback */
+    Config c = R.cfg;
+    c.lambda = 3.0;
+    assert_error(resume_in(dir, &c, NULL), EWC_EINVAL, ck, "--lambda", NULL);
+    assert_int_equal(access(kept, F_OK), -1);
+
+    /* damaged: the previous one, the damaged file kept, checkpoint.h5 a copy of the previous */
+    for (int round = 0; round < 2; round++) {
+        copy_file(good_ck, ck);
+        flip_byte(ck, (size_t)sb.st_size * (round + 1) / 3);
+        char damaged[H5FILE_PATH_MAX];
+        new_path(damaged, "resume-damaged");
+        copy_file(ck, damaged);
+        assert_int_equal(resume_in(dir, &R.cfg, good_prev), EWC_OK);
+        snprintf(kept, sizeof kept, round ? "%s/checkpoint.damaged.1.h5" : "%s/checkpoint.damaged.h5",
+                 dir);
+        assert_same_file(kept, damaged);
+        assert_same_file(ck, good_prev);
+        assert_same_file(prev, good_prev);
+    }
+    /* missing checkpoint.h5 with a previous one: that one */
+    assert_int_equal(unlink(ck), 0);
+    assert_int_equal(resume_in(dir, &R.cfg, good_prev), EWC_OK);
+    assert_same_file(ck, good_prev);
+
+    /* both damaged: one line naming both, nothing moved or removed */
+    char snap_ck[H5FILE_PATH_MAX], snap_prev[H5FILE_PATH_MAX];
+    copy_file(good_ck, ck);
+    flip_byte(ck, 700);
+    flip_byte(prev, 900);
+    new_path(snap_ck, "both-ck");
+    new_path(snap_prev, "both-prev");
+    copy_file(ck, snap_ck);
+    copy_file(prev, snap_prev);
+    assert_error(resume_in(dir, &R.cfg, NULL), EWC_EFORMAT, ck, prev, "damaged",
+                 "no intact checkpoint left", NULL);
+    assert_same_file(ck, snap_ck);
+    assert_same_file(prev, snap_prev);
+    snprintf(kept, sizeof kept, "%s/checkpoint.damaged.2.h5", dir);
+    assert_int_equal(access(kept, F_OK), -1);
+    /* damaged without a previous one */
+    assert_int_equal(unlink(prev), 0);
+    assert_error(resume_in(dir, &R.cfg, NULL), EWC_EFORMAT, ck, "damaged", "no", "fall back", NULL);
+    assert_same_file(ck, snap_ck);
+    /* a fresh run removes both (not the damaged ones kept) */
+    copy_file(good_prev, prev);
+    assert_int_equal(checkpoint_discard(dir), EWC_OK);
+    assert_int_equal(access(ck, F_OK), -1);
+    assert_int_equal(access(prev, F_OK), -1);
+    snprintf(kept, sizeof kept, "%s/checkpoint.damaged.h5", dir);
+    assert_int_equal(access(kept, F_OK), 0);
+}
+
+/* The reader on an in-memory image (what the fuzz harness calls): intact loads, damaged is
+ * refused, and damaged-then-resealed data is still caught by its CRC-32. */
+static void test_load_image(void **state) {
+    (void)state;
+    ewc_error_clear();
+    size_t n;
+    unsigned char *image = slurp(R.ckpt, &n);
+    Trainer t;
+    assert_int_equal(trainer_init(&t, &R.cfg, &R.data, MPI_COMM_SELF), EWC_OK);
+    if (checkpoint_load_image(&t, "image", image, n)) fail_msg("%s", ewc_error_message());
+    assert_bits_equal(t.params, R.t.params, t.shape.n_params * sizeof(float), "params");
+    /* the model's first weights are in the file as float32 */
+    size_t at = 0, din = (size_t)t.shape.dims[0];
+    for (size_t i = 512; i + 16 <= n && !at; i++)
+        if (memcmp(image + i, R.t.params, 4 * sizeof(float)) == 0 && din >= 4) at = i;
+    assert_true(at > 0);
+    image[at + 1] ^= 0x40;
+    assert_error(checkpoint_load_image(&t, "image", image, n), EWC_EFORMAT, "image: damaged",
+                 "first damaged dataset: /model/layer0/W", NULL);
+    assert_int_equal(h5file_seal_image(image, n), EWC_OK);
+    assert_error(checkpoint_load_image(&t, "image", image, n), EWC_EFORMAT, "/model/layer0/W",
+                 "CRC-32", NULL);
+    trainer_free(&t);
+    free(image);
+}
+
 int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
     const struct CMUnitTest tests[] = {
@@ -1064,12 +1270,15 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_reject_missing_dataset),
         cmocka_unit_test(test_reject_missing_task_record),
         cmocka_unit_test(test_reject_config_mismatch),
-        cmocka_unit_test(test_version1_loads),
+        cmocka_unit_test(test_old_formats_refused),
         cmocka_unit_test(test_pre_adam_loads_as_sgd),
         cmocka_unit_test(test_early_stopping_round_trip),
         cmocka_unit_test(test_execution_fields_may_change),
         cmocka_unit_test(test_no_temp_files),
         cmocka_unit_test(test_failed_save_keeps_previous),
+        cmocka_unit_test(test_save_keeps_previous),
+        cmocka_unit_test(test_resume_falls_back),
+        cmocka_unit_test(test_load_image),
     };
     int failed = cmocka_run_group_tests(tests, setup_group, teardown_group);
     MPI_Finalize();

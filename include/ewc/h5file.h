@@ -77,9 +77,9 @@ EwcStatus h5file_commit(H5Writer *w);
  * alone. The caller checks that the old file is intact first. Errors as for h5file_commit. */
 EwcStatus h5file_commit_keep(H5Writer *w, const char *prev_path);
 
-/* Make DST name the same bytes as SRC (a hard link, or a fsynced copy), replacing DST
- * atomically (temporary name "<DST>.tmp.link.<pid>", rename, directory fsync). EWC_EIO naming
- * both files on failure; DST is then untouched. */
+/* Make DST a fsynced copy of SRC (a copy, not a hard link: damage to one must not reach the
+ * other), replacing DST atomically (temporary name "<DST>.tmp.link.<pid>", rename, directory
+ * fsync). EWC_EIO naming both files on failure; DST is then untouched. */
 EwcStatus h5file_install_copy(const char *src, const char *dst);
 
 /* Close and delete the temp file; final_path is untouched. No-op on a finished or zeroed W. */
