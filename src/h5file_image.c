@@ -119,12 +119,8 @@ static EwcStatus parse_header(const char *name, const unsigned char *head, size_
 
 static EwcStatus check_length(const char *name, unsigned long long length, size_t size) {
     if (length == size) return EWC_OK;
-    if (size < length)
-        ewc_error_set("%s: damaged (truncated: %zu bytes, its digest header records %llu)", name,
-                      size, length);
-    else
-        ewc_error_set("%s: damaged (%zu bytes, its digest header records %llu)", name, size,
-                      length);
+    /* truncated, extended, or the length in the header damaged: the bytes cannot tell which */
+    ewc_error_set("%s: damaged (%zu bytes, its digest header records %llu)", name, size, length);
     return EWC_EFORMAT;
 }
 
@@ -246,7 +242,7 @@ static void diagnose(const unsigned char *image, size_t size, char *out, size_t 
         snprintf(out, out_size, "; first damaged dataset: %.200s", got + 1);
     else if (got[0] == 'C')
         snprintf(out, out_size, "; every dataset matches its CRC-32, so the damage is in HDF5"
-                                " metadata or an attribute");
+                                " metadata, an attribute or the digest header");
 }
 
 /* ---- verification and opening --------------------------------------------------------------- */
