@@ -527,8 +527,8 @@ static EwcStatus load_open(Trainer *t, H5Reader *r_open, const char *path) {
         goto done;
     int spe = trainer_steps_per_epoch(t);
     if (task < 0 || task > T || epoch < 0 || epoch > c->epochs || step < 0 || step > spe ||
-        gstep < 0 || pen_done != tasks_done || task < tasks_done || n_curve < 0 ||
-        n_curve > (gstep + T) * (int64_t)T) {
+        gstep < 0 || gstep > (int64_t)T * c->epochs * spe || pen_done != tasks_done ||
+        task < tasks_done || n_curve < 0 || n_curve > (gstep + T) * (int64_t)T) {
         ewc_error_set("%s: inconsistent position in the sequence (task %lld, epoch %lld, step %lld)",
                       path, (long long)task, (long long)epoch, (long long)step);
         st = EWC_EFORMAT;
