@@ -769,6 +769,16 @@ static void test_damage_is_refused(void **state) {
     image[n] = 0;
     write_bytes(bad, image, n + 1);
     assert_error(h5file_open_read(&r, bad), EWC_EFORMAT, bad, "damaged", NULL);
+    /* without the diagnosis: the same refusal, no dataset named */
+    image[data_at] ^= 1;
+    h5file_set_diagnosis(false);
+    EwcStatus quick = h5file_open_image(&r, "quick", image, n);
+    assert_null(strstr(ewc_error_message(), "first damaged"));
+    assert_error(quick, EWC_EFORMAT, "quick: damaged (SHA-256 mismatch over bytes 512..", NULL);
+    h5file_set_diagnosis(true);
+    assert_error(h5file_open_image(&r, "slow", image, n), EWC_EFORMAT,
+                 "first damaged dataset: /group/x", NULL);
+    image[data_at] ^= 1;
     /* the same bytes from memory */
     assert_error(h5file_open_image(&r, "in-memory", image, n - 1), EWC_EFORMAT,
                  "in-memory: damaged (", "bytes, its digest header records", NULL);

@@ -132,6 +132,11 @@ EwcStatus h5file_open_image(H5Reader *r, const char *name, const void *image, si
  * diagnosis after a mismatch): EWC_OK, or EWC_EFORMAT "NAME: damaged (...)". */
 EwcStatus h5file_verify_image(const char *name, const void *image, size_t size);
 
+/* Whether a digest mismatch is diagnosed (default true): the diagnosis forks a child process
+ * that walks the damaged image with HDF5 (up to 10 s). A fuzz harness feeding unsealed images
+ * switches it off for speed. Not thread-safe with respect to running reads. */
+void h5file_set_diagnosis(bool on);
+
 /* Write the digest header into the first 512 bytes of IMAGE for its bytes 512..SIZE-1, as a
  * commit does: a test or fuzz harness that builds or mutates an image seals it so the reader
  * goes on to parse it. EWC_EINVAL if SIZE < 512. */
