@@ -173,6 +173,7 @@ static int link_over(const char *src, const char *temp, const char *dst, int cop
         errno = saved;
         return -1;
     }
+    unlink(temp); /* still there if DST already was the same file: rename then does nothing */
     return 0;
 }
 
