@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ewc/diverge.h"
 #include "ewc/layer.h"
 #include "ewc/optim.h"
 #include "ewc/permute.h"
@@ -251,11 +252,8 @@ EwcStatus trainer_step(Trainer *t, int task, int epoch, int step, double *loss) 
     double sum;
     if ((st = batch_loss(t, a->loss, n, s0, s1, &sum))) return st;
     *loss = sum / n;
-    if (!isfinite(*loss)) {
-        ewc_error_set("training diverged: loss is %g at task %d, epoch %d, step %d (lower --lr"
-                      " or --lambda, or use --penalty-step implicit)", *loss, task, epoch, step);
-        return EWC_ENAN;
-    }
+    /* never apply an update from a non-finite loss; the bound is checked by the caller */
+    if (!isfinite(*loss)) return diverge_check(*loss, t->classes, task, epoch, step);
     if (c->optimizer == OPTIMIZER_ADAM)
         adam_step(&t->adam, t->params, t->grad, &t->pen, (float)c->lr, c->penalty_step);
     else
