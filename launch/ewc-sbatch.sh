@@ -26,7 +26,7 @@
 #   0  finished          -> exit 0
 #   3  stopped by signal -> scontrol requeue the job (or array task), which restarts with --resume;
 #                           exit 3
-#   *  failed            -> exit with that status, no requeue
+#   *  failed            -> exit with that status, no requeue; DIR/failed.json records it (ewc-sweep)
 set -euo pipefail
 
 say() { echo "ewc-sbatch: $(date '+%F %T') job ${SLURM_JOB_ID:-?}${SLURM_ARRAY_TASK_ID:+ (array task $SLURM_ARRAY_TASK_ID)}: $*" >&2; }
@@ -110,5 +110,8 @@ case "$rc" in
         say "stopped with a checkpoint (exit 3): requeueing job $job"
         scontrol requeue "$job" || say "scontrol requeue $job failed (job cancelled?)"
         exit 3 ;;
-    *) say "trainer failed (exit $rc), not requeueing"; exit "$rc" ;;
+    *)  # recorded for ewc-sweep (list shows it; run and submit skip it unless --retry-failed)
+        printf '{"exit": %d, "reason": "trainer exited %d under Slurm job %s; see the job log", "time": "%s"}\n' \
+            "$rc" "$rc" "${SLURM_JOB_ID:-?}" "$(date '+%F %T')" > "$out/failed.json" || true
+        say "trainer failed (exit $rc), not requeueing; recorded in $out/failed.json"; exit "$rc" ;;
 esac

@@ -357,9 +357,15 @@ EwcStatus blascore_verify(BlasCore *b, const ModelShape *s, int batch, MPI_Comm 
     enum { ROW = BLASCORE_NAME_MAX + MPI_MAX_PROCESSOR_NAME };
     char mine[ROW] = {0}, *all = malloc((size_t)size * ROW);
     int len = 0;
+    if (!all) ewc_error_set("out of memory gathering the ranks' OpenBLAS cores");
+    /* agreed before the gather, so a rank out of memory leaves no other waiting in it */
+    if ((st = dist_agree(comm, all ? EWC_OK : EWC_ENOMEM, reporter))) {
+        free(all);
+        return st;
+    }
     snprintf(mine, BLASCORE_NAME_MAX, "%s", b->core);
     MPI_Get_processor_name(mine + BLASCORE_NAME_MAX, &len);
-    if (!all || MPI_Allgather(mine, ROW, MPI_CHAR, all, ROW, MPI_CHAR, comm) != MPI_SUCCESS) {
+    if (MPI_Allgather(mine, ROW, MPI_CHAR, all, ROW, MPI_CHAR, comm) != MPI_SUCCESS) {
         free(all);
         ewc_error_set("cannot gather the ranks' OpenBLAS cores");
         return EWC_EMPI; /* the same on every rank: no agreement needed */

@@ -598,7 +598,9 @@ void config_print_help(const char *prog) {
     }
     printf("\nExit status:\n"
            "  0 = success\n"
-           "  1 = error (the message names its cause)\n"
+           "  1 = error (the message names its cause), including divergence: a training loss\n"
+           "      that is not finite or above 100 x ln(classes) (230 for 10 classes) stops the\n"
+           "      run at that step\n"
            "  3 = stopped by a signal after writing a checkpoint (requeue and run again with "
            "--resume)\n");
 }

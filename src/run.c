@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "ewc/checkpoint.h"
+#include "ewc/diverge.h"
 #include "ewc/report.h"
 #include "ewc/signals.h"
 
@@ -153,6 +154,7 @@ EwcStatus run_sequence(Trainer *t) {
             for (int step = t->step; step < spe; step++) {
                 double loss, s_start = MPI_Wtime();
                 if ((st = trainer_step(t, task, epoch, step, &loss))) goto done;
+                if ((st = diverge_check(loss, t->classes, task, epoch, step))) goto done;
                 t->train_seconds += MPI_Wtime() - s_start;
                 t->train_samples += N - step * c->batch < c->batch ? N - step * c->batch : c->batch;
                 t->last_loss = loss;

@@ -55,7 +55,10 @@ int tile_probe_quantum(const ModelShape *s, int n) {
     float *x = malloc(big * sizeof(float)), *w = malloc((size_t)maxd * maxd * sizeof(float));
     float *d = malloc(big * sizeof(float)), *c1 = malloc(big * sizeof(float));
     float *c2 = malloc(big * sizeof(float));
-    if (!x || !w || !d || !c1 || !c2) goto done;
+    if (!x || !w || !d || !c1 || !c2) {
+        found = -1;
+        goto done;
+    }
     for (size_t i = 0; i < big; i++) {
         x[i] = rng_uniform(7, RNG_INIT, 1000, 0, i);
         d[i] = rng_uniform(7, RNG_INIT, 1001, 0, i) - 0.5f;

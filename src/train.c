@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ewc/diverge.h"
 #include "ewc/layer.h"
 #include "ewc/optim.h"
 #include "ewc/permute.h"
@@ -26,12 +27,19 @@ EwcStatus trainer_init(Trainer *t, const Config *cfg, const Dataset *data, MPI_C
     int quantum = 1;
     if (cfg->reduce == REDUCE_EXACT) {
         quantum = tile_probe_quantum(&t->shape, cfg->batch);
-        if (quantum == 0) quantum = cfg->batch; /* no exact split: whole batches per rank */
+        int q_oom[2] = {quantum, quantum < 0}; /* out of memory on any rank fails every rank */
+        if (quantum <= 0) q_oom[0] = cfg->batch; /* no exact split: whole batches per rank */
         /* ranks may differ only on heterogeneous nodes; the largest quantum is then the safest */
-        if (MPI_Allreduce(MPI_IN_PLACE, &quantum, 1, MPI_INT, MPI_MAX, comm) != MPI_SUCCESS) {
+        if (MPI_Allreduce(MPI_IN_PLACE, q_oom, 2, MPI_INT, MPI_MAX, comm) != MPI_SUCCESS) {
             ewc_error_set("MPI_Allreduce of the BLAS row quantum failed");
             return EWC_EMPI;
         }
+        if (q_oom[1]) {
+            ewc_error_set("out of memory probing the BLAS tile grid (%zu parameters)",
+                          t->shape.n_params);
+            return EWC_ENOMEM;
+        }
+        quantum = q_oom[0];
     }
     if ((st = dist_init(&t->dist, comm, &t->shape, quantum))) return st;
     size_t np = t->shape.n_params;
@@ -251,11 +259,8 @@ EwcStatus trainer_step(Trainer *t, int task, int epoch, int step, double *loss) 
     double sum;
     if ((st = batch_loss(t, a->loss, n, s0, s1, &sum))) return st;
     *loss = sum / n;
-    if (!isfinite(*loss)) {
-        ewc_error_set("training diverged: loss is %g at task %d, epoch %d, step %d (lower --lr"
-                      " or --lambda, or use --penalty-step implicit)", *loss, task, epoch, step);
-        return EWC_ENAN;
-    }
+    /* never apply an update from a non-finite loss; the bound is checked by the caller */
+    if (!isfinite(*loss)) return diverge_check(*loss, t->classes, task, epoch, step);
     if (c->optimizer == OPTIMIZER_ADAM)
         adam_step(&t->adam, t->params, t->grad, &t->pen, (float)c->lr, c->penalty_step);
     else

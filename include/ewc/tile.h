@@ -11,7 +11,8 @@
 /* Smallest q in {1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256} such that every GEMM the
  * trainer makes for S on N batch rows (forward, input-gradient and weight-gradient products of
  * each layer) gives bitwise the same rows when computed in pieces whose boundaries are
- * multiples of q as in one call. Returns 0 if none does (then splitting is never exact). Uses
+ * multiples of q as in one call. Returns 0 if none does (then splitting is never exact), -1 if
+ * its buffers cannot be allocated. Uses
  * the BLAS thread count in force. Local (not collective), about 20 GEMM passes of one step. */
 int tile_probe_quantum(const ModelShape *s, int n);
 
