@@ -9,7 +9,10 @@
  *                                   first one of each file is interrupted (EINTR)
  *                     fsync-file    fsync(2) of the temporary file fails with EIO
  *                     fsync-dir     fsync(2) of a directory fails with EIO (after the rename)
- *                     rename        rename(2) of the temporary file fails with EIO
+ *                     rename        rename(2) of the new temporary file over the checkpoint
+ *                                   fails with EIO
+ *                     rename-prev   rename(2) that keeps the replaced checkpoint as
+ *                                   checkpoint.prev.h5 (from "*.tmp.prev.*") fails with EIO
  *   EWC_IOFAULT_SKIP  let this many checkpoint writes (temporary files) succeed first (default 0)
  *   EWC_IOFAULT_SAVE  when the fault is injected: write the fault's name to SAVE.injected and copy
  *                     the checkpoint that the temporary file was to replace to SAVE (as it is
@@ -17,6 +20,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -135,8 +139,12 @@ int fsync(int fd) {
 
 int rename(const char *from, const char *to) {
     if (!real_rename) real_rename = (int (*)(const char *, const char *))dlsym(RTLD_NEXT, "rename");
-    if (!injected && !strcmp(mode(), "rename") && is_temp(from) && ++files_seen > skip()) {
-        record(from, "rename");
+    const char *m = mode();
+    bool prev = strstr(from, ".tmp.prev.") != NULL;
+    if (!injected && is_temp(from) &&
+        ((!strcmp(m, "rename") && !prev) || (!strcmp(m, "rename-prev") && prev)) &&
+        ++files_seen > skip()) {
+        record(from, m);
         errno = EIO;
         return -1;
     }
