@@ -1,0 +1,126 @@
+/* bench_pingpong: the α-β cost of one point-to-point message between ranks 0 and 1 (ranks above
+ * 1 wait): half the round-trip time of MPI_Send/MPI_Recv ping-pongs for sizes from 0 bytes to
+ * --max-bytes, the latency α (the smallest size) and the bandwidth β (the largest size, α taken
+ * off). Run across hosts (tests/tools/netns-hosts.sh) it measures the TCP path between them. */
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static void usage(void) {
+    fprintf(stderr, "usage: bench_pingpong [--max-bytes N] [--reps R] [--json FILE|-]\n"
+                    "  --max-bytes N  largest message (default 4194304; sizes are 0, 8, 64, ...)\n"
+                    "  --reps R       timed repetitions per size, each of several round trips;\n"
+                    "                 the median and the best are reported (default 7)\n"
+                    "  --json FILE    also write the results as JSON (- = print JSON only)\n");
+}
+
+int main(int argc, char **argv) {
+    MPI_Init(&argc, &argv);
+    int rank, size;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    long max_bytes = 4194304;
+    int reps = 7;
+    const char *json = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--max-bytes") && i + 1 < argc) max_bytes = atol(argv[++i]);
+        else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
+        else {
+            if (rank == 0) usage();
+            MPI_Finalize();
+            return 2;
+        }
+    }
+    if (size < 2 || max_bytes < 8 || max_bytes > (1L << 30) || reps < 1 || reps > 1000) {
+        if (rank == 0) {
+            if (size < 2) fprintf(stderr, "bench_pingpong: needs at least 2 ranks\n");
+            else usage();
+        }
+        MPI_Finalize();
+        return 2;
+    }
+    char *buf = calloc((size_t)max_bytes, 1);
+    double *times = malloc((size_t)reps * sizeof *times);
+    if (!buf || !times) {
+        fprintf(stderr, "bench_pingpong: out of memory\n");
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    char names[2][MPI_MAX_PROCESSOR_NAME] = {{0}};
+    int len;
+    MPI_Get_processor_name(names[rank < 2 ? rank : 0], &len);
+    if (rank == 1) MPI_Send(names[1], MPI_MAX_PROCESSOR_NAME, MPI_CHAR, 0, 1, MPI_COMM_WORLD);
+    if (rank == 0)
+        MPI_Recv(names[1], MPI_MAX_PROCESSOR_NAME, MPI_CHAR, 1, 1, MPI_COMM_WORLD,
+                 MPI_STATUS_IGNORE);
+
+    FILE *js = NULL;
+    if (rank == 0 && json) {
+        js = strcmp(json, "-") ? fopen(json, "w") : stdout;
+        if (!js) {
+            fprintf(stderr, "bench_pingpong: cannot write %s\n", json);
+            MPI_Abort(MPI_COMM_WORLD, 1);
+        }
+        fprintf(js, "{\"from\": \"%s\", \"to\": \"%s\", \"ranks\": %d, \"sizes\": [", names[0],
+                names[1], size);
+    }
+    if (rank == 0 && (!json || strcmp(json, "-")))
+        printf("ping-pong %s <-> %s (%d ranks)\n%12s %8s %12s %12s %12s\n", names[0], names[1],
+               size, "bytes", "trips", "best us", "median us", "MB/s (med)");
+    double alpha = 0, last = 0;
+    long last_bytes = 0;
+    /* sizes 0, 8, 64, ... (times 8), the last one max_bytes itself */
+    for (long bytes = 0, n = 0; bytes >= 0; n++,
+              bytes = bytes == max_bytes ? -1 : bytes * 8 > max_bytes ? max_bytes : bytes ? bytes * 8 : 8) {
+        /* about 4 MB moved per repetition, between 4 and 200 round trips */
+        long trips = 4194304 / (bytes + 20000);
+        trips = trips < 4 ? 4 : trips > 200 ? 200 : trips;
+        for (int r = -1; r < reps; r++) { /* r = -1: warm-up (connections, buffers) */
+            MPI_Barrier(MPI_COMM_WORLD);
+            double t0 = MPI_Wtime();
+            for (long k = 0; k < trips && rank < 2; k++) {
+                if (rank == 0) {
+                    MPI_Send(buf, (int)bytes, MPI_CHAR, 1, 0, MPI_COMM_WORLD);
+                    MPI_Recv(buf, (int)bytes, MPI_CHAR, 1, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+                } else {
+                    MPI_Recv(buf, (int)bytes, MPI_CHAR, 0, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+                    MPI_Send(buf, (int)bytes, MPI_CHAR, 0, 0, MPI_COMM_WORLD);
+                }
+            }
+            if (r >= 0) times[r] = (MPI_Wtime() - t0) / (2.0 * (double)trips);
+        }
+        if (rank != 0) continue;
+        qsort(times, (size_t)reps, sizeof *times, cmp_double);
+        double best = times[0], med = times[reps / 2];
+        if (bytes == 0) alpha = med;
+        last = med;
+        last_bytes = bytes;
+        if (!json || strcmp(json, "-"))
+            printf("%12ld %8ld %12.2f %12.2f %12.1f\n", bytes, trips, best * 1e6, med * 1e6,
+                   bytes / med / 1e6);
+        if (js)
+            fprintf(js, "%s\n  {\"bytes\": %ld, \"trips\": %ld, \"best_s\": %.9g, \"median_s\": %.9g}",
+                    n ? "," : "", bytes, trips, best, med);
+    }
+    if (rank == 0) {
+        double beta = last > alpha ? last_bytes / (last - alpha) : 0;
+        if (!json || strcmp(json, "-"))
+            printf("alpha (latency, median of 0-byte half round trips) %.2f us\n"
+                   "beta (bandwidth at %ld bytes, alpha taken off) %.1f MB/s\n",
+                   alpha * 1e6, last_bytes, beta / 1e6);
+        if (js) {
+            fprintf(js, "\n], \"alpha_s\": %.9g, \"beta_bytes_per_s\": %.9g}\n", alpha, beta);
+            if (js != stdout) fclose(js);
+        }
+    }
+    free(buf);
+    free(times);
+    MPI_Finalize();
+    return 0;
+}
