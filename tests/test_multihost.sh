@@ -72,7 +72,7 @@ check "6 ranks on 3 hosts with distinct names and networks, 2 each: $(sort "$wor
 # as a remote login does): the BLAS thread count and any OpenBLAS setting of this machine
 fwd=()
 for v in $(compgen -e | grep '^OPENBLAS_'); do fwd+=(-x "$v"); done
-args=(--tasks 3 --hidden 100,100 --epochs 1 --batch 60 --train-samples 3000 --test-samples 500
+args=(--tasks 2 --hidden 100,100 --epochs 1 --batch 60 --train-samples 3000 --test-samples 500
       --method ewc --lambda 20 --momentum 0.5 --dropout 0.2 --eval-every 10 --fisher-samples 1000
       --quiet)
 timeout 120 "$train" "${args[@]}" --out "$work/ref" > "$work/ref.log" 2>&1
@@ -104,9 +104,14 @@ ewc_pids() { # HOST: the ewc-train processes on HOST
         [ "$(cat "/proc/$pid/comm" 2> /dev/null)" = ewc-train ] && echo "$pid"
     done
 }
-wait_progress() { # DIR PID: wait until the run has finished its first task, or ended
+running() { # how many ranks run on the hosts
+    local h; for h in "${host[@]}"; do ewc_pids "$h"; done | wc -l
+}
+wait_progress() { # DIR PID [S]: wait until the run has finished its first task (or all its
+                  # ranks have run for S seconds); fail if it ends first
     for i in $(seq 600); do
         [ -f "$1/accuracy.csv" ] && return 0
+        [ -n "${3:-}" ] && [ "$(running)" -eq 6 ] && { sleep "$3"; return 0; }
         kill -0 "$2" 2> /dev/null || return 1
         sleep 0.1
     done
@@ -162,7 +167,7 @@ fail_run() { # OUT VICTIMS-COMMAND: start a job, kill the victims mid-run, repor
     "$hosts" mpirun "$cluster" -np 6 "${fwd[@]}" "$train" "${args[@]}" --out "$out" \
         > "$out.log" 2>&1 &
     local job=$!
-    wait_progress "$out" "$job" || { echo "the job did not get going"; return 1; }
+    wait_progress "$out" "$job" 2 || { echo "the job did not get going"; return 1; }
     local pids; pids=$(eval "$victims")
     [ -n "$pids" ] || { echo "nothing to kill"; return 1; }
     local t0; t0=$(date +%s.%N)
@@ -197,8 +202,8 @@ check "a host dying (every process on ${host[2]} killed) ends the job, without a
 # rate (a token bucket can pass one burst early: 64 KiB here); without the limit, far faster
 pingpong=$build/bench_pingpong
 bandwidth() { # the MB/s of 1 MB messages between host 0 and host 1
-    timeout 60 "$hosts" mpirun "$cluster" -np 2 --map-by node "$pingpong" --max-bytes 1048576 \
-        --reps 3 --json - 2> "$work/pp.err" | "$py" -c 'import json, sys
+    timeout 60 "$hosts" mpirun "$cluster" -np 2 --map-by node "$pingpong" --min-bytes 1048576 \
+        --max-bytes 1048576 --reps 3 --json - 2> "$work/pp.err" | "$py" -c 'import json, sys
 r = json.load(sys.stdin); assert r["from"] != r["to"], r
 print(round(r["sizes"][-1]["bytes"] / r["sizes"][-1]["median_s"] / 1e6, 2))'
 }

@@ -13,7 +13,8 @@ static int cmp_double(const void *a, const void *b) {
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: bench_pingpong [--max-bytes N] [--reps R] [--json FILE|-]\n"
+    fprintf(stderr, "usage: bench_pingpong [--min-bytes N] [--max-bytes N] [--reps R] [--json FILE|-]\n"
+                    "  --min-bytes N  smallest message (default 0: also measures the latency)\n"
                     "  --max-bytes N  largest message (default 4194304; sizes are 0, 8, 64, ...)\n"
                     "  --reps R       timed repetitions per size, each of several round trips;\n"
                     "                 the median and the best are reported (default 7)\n"
@@ -25,11 +26,12 @@ int main(int argc, char **argv) {
     int rank, size;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
-    long max_bytes = 4194304;
+    long min_bytes = 0, max_bytes = 4194304;
     int reps = 7;
     const char *json = NULL;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--max-bytes") && i + 1 < argc) max_bytes = atol(argv[++i]);
+        if (!strcmp(argv[i], "--min-bytes") && i + 1 < argc) min_bytes = atol(argv[++i]);
+        else if (!strcmp(argv[i], "--max-bytes") && i + 1 < argc) max_bytes = atol(argv[++i]);
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
         else {
@@ -38,7 +40,7 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    if (size < 2 || max_bytes < 8 || max_bytes > (1L << 30) || reps < 1 || reps > 1000) {
+    if (size < 2 || max_bytes < 8 || min_bytes < 0 || min_bytes > max_bytes || max_bytes > (1L << 30) || reps < 1 || reps > 1000) {
         if (rank == 0) {
             if (size < 2) fprintf(stderr, "bench_pingpong: needs at least 2 ranks\n");
             else usage();
@@ -75,8 +77,8 @@ int main(int argc, char **argv) {
                size, "bytes", "trips", "best us", "median us", "MB/s (med)");
     double alpha = 0, last = 0;
     long last_bytes = 0;
-    /* sizes 0, 8, 64, ... (times 8), the last one max_bytes itself */
-    for (long bytes = 0, n = 0; bytes >= 0; n++,
+    /* sizes min_bytes, then times 8 (0, 8, 64, ...), the last one max_bytes itself */
+    for (long bytes = min_bytes, n = 0; bytes >= 0; n++,
               bytes = bytes == max_bytes ? -1 : bytes * 8 > max_bytes ? max_bytes : bytes ? bytes * 8 : 8) {
         /* about 4 MB moved per repetition, between 4 and 200 round trips */
         long trips = 4194304 / (bytes + 20000);
@@ -98,7 +100,7 @@ int main(int argc, char **argv) {
         if (rank != 0) continue;
         qsort(times, (size_t)reps, sizeof *times, cmp_double);
         double best = times[0], med = times[reps / 2];
-        if (bytes == 0) alpha = med;
+        if (bytes == 0) alpha = med; /* else 0: beta is then the plain bytes / time */
         last = med;
         last_bytes = bytes;
         if (!json || strcmp(json, "-"))
@@ -110,10 +112,12 @@ int main(int argc, char **argv) {
     }
     if (rank == 0) {
         double beta = last > alpha ? last_bytes / (last - alpha) : 0;
-        if (!json || strcmp(json, "-"))
-            printf("alpha (latency, median of 0-byte half round trips) %.2f us\n"
-                   "beta (bandwidth at %ld bytes, alpha taken off) %.1f MB/s\n",
-                   alpha * 1e6, last_bytes, beta / 1e6);
+        if (!json || strcmp(json, "-")) {
+            if (min_bytes == 0)
+                printf("alpha (latency, median of 0-byte half round trips) %.2f us\n", alpha * 1e6);
+            printf("beta (bandwidth at %ld bytes%s) %.1f MB/s\n", last_bytes,
+                   min_bytes == 0 ? ", alpha taken off" : "", beta / 1e6);
+        }
         if (js) {
             fprintf(js, "\n], \"alpha_s\": %.9g, \"beta_bytes_per_s\": %.9g}\n", alpha, beta);
             if (js != stdout) fclose(js);

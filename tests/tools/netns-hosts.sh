@@ -36,8 +36,9 @@ host_names() { # NAME: the host names of NAME, from its state
     [ -f "$state_root/$1/hosts" ] || die "no hosts named $1 (run: netns-hosts.sh up $1)"
     cat "$state_root/$1/hosts"
 }
-start_time() { # PID: its start time in clock ticks (with the pid, identifies a process)
-    awk '{ sub(/^.*\) /, ""); print $20 }' "/proc/$1/stat" 2> /dev/null
+start_time() { # PID: its start time in clock ticks (with the pid, identifies a process);
+                # nothing for a process that has ended (a zombie included)
+    awk '{ sub(/^.*\) /, ""); if ($1 != "Z") print $20 }' "/proc/$1/stat" 2> /dev/null
 }
 
 # Run WORDS (joined by spaces and read by sh, as ssh does) on HOST with its host name.
@@ -102,9 +103,15 @@ cmd_up() {
         exit 77
     fi
     rm -f "/tmp/netns-hosts.$$.err"
-    if ! ip netns exec "$name-sw" unshare --uts true 2> /dev/null; then
+    # the kernel features the hosts are made of (a container may lack them)
+    local missing=""
+    ip netns exec "$name-sw" unshare --uts true 2> /dev/null || missing="UTS namespaces (unshare --uts)"
+    ip -n "$name-sw" link add br0 type bridge 2> /dev/null || missing="$missing bridges"
+    ip -n "$name-sw" link add p0 type veth peer name q0 2> /dev/null || missing="$missing veth pairs"
+    ip -n "$name-sw" link del p0 2> /dev/null || true
+    if [ -n "$missing" ]; then
         ip netns del "$name-sw"
-        echo "netns-hosts: cannot make UTS namespaces (unshare --uts) here" >&2
+        echo "netns-hosts: cannot make $missing here" >&2
         exit 77
     fi
     mkdir -p "$state_root/$name"
@@ -113,7 +120,6 @@ cmd_up() {
     trap 'cmd_down "$name"' ERR
     local sw=(ip -n "$name-sw")
     "${sw[@]}" link set lo up
-    "${sw[@]}" link add br0 type bridge
     "${sw[@]}" link set br0 up
     : > "$state_root/$name/hostfile"
     : > "$state_root/$name/hosts"
