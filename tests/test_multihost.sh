@@ -197,6 +197,25 @@ check "SIGKILL to one rank on ${host[1]} ends the job on every host, without a h
 check "a host dying (every process on ${host[2]} killed) ends the job, without a hang" \
     fail_run "$work/kill2" "'$hosts' pids ${host[2]}"
 
+# ---- a host of another CPU kind -----------------------------------------------------------------
+# emulated by forcing host 2's ranks onto other OpenBLAS kernels (AVX vs AVX2): the job must stop
+# at start-up with one line naming both hosts, since its results would not be bit-identical
+if grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo; then
+    "$hosts" mpirun "$cluster" -np 4 "${fwd[@]}" "$train" --blas-core Haswell "${args[@]}" \
+        --out "$work/het" : -np 2 "${fwd[@]}" "$train" --blas-core Sandybridge "${args[@]}" \
+        --out "$work/het" > "$work/het.log" 2>&1 &
+    pid=$!
+    watchdog "$pid" 120; guard=$!
+    wait "$pid"; rc=$?
+    kill "$guard" 2> /dev/null; wait "$guard" 2> /dev/null
+    check "different BLAS kernels on ${host[2]} stop the job (status $rc) with one line naming both hosts" \
+        bash -c "[ $rc -ne 0 ] && [ ! -e '$work/hung.$pid' ] &&
+                 [ \$(grep -c '^ewc-train: error: ranks run different OpenBLAS cores' '$work/het.log') -eq 1 ] &&
+                 grep -q 'on ${host[0]} runs Haswell, rank 4 on ${host[2]} runs Sandybridge' '$work/het.log'"
+else
+    echo "# no AVX2 and FMA here: the check of mixed BLAS kernels across hosts is left out"
+fi
+
 # ---- links limited with tc tbf -----------------------------------------------------------------
 # 100 Mbit/s each way: 1 MB messages between two hosts must take at least their bytes over the
 # rate (a token bucket can pass one burst early: 64 KiB here); without the limit, far faster

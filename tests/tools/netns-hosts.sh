@@ -183,6 +183,10 @@ cmd_mpirun() {
                 --mca pml ob1 --mca btl tcp,vader,self
                 --mca oob_tcp_if_include "$subnet.0/24" --mca btl_tcp_if_include "$subnet.0/24"
                 "$@")
+    # the hosts share this machine's cores: each orted would bind its first rank to core 0, its
+    # second to core 1 ..., stacking ranks of different hosts on one core (a ping-pong between
+    # two hosts then takes ~300 us instead of ~5 us); so no binding unless ARGS ask for it
+    args=("${args[0]}" --mca hwloc_base_binding_policy none "${args[@]:1}")
     # more slots than cores: ranks waiting for a message must yield the core (as Open MPI does by
     # itself when it knows it oversubscribes), or busy-polling ranks starve the ones computing
     local slots; slots=$(awk '{ sub(/slots=/, "", $2); s += $2 } END { print s }' \
