@@ -13,11 +13,13 @@ static int cmp_double(const void *a, const void *b) {
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: bench_pingpong [--min-bytes N] [--max-bytes N] [--reps R] [--json FILE|-]\n"
+    fprintf(stderr, "usage: bench_pingpong [--min-bytes N] [--max-bytes N] [--reps R] [--trips N] [--json FILE|-]\n"
                     "  --min-bytes N  smallest message (default 0: also measures the latency)\n"
                     "  --max-bytes N  largest message (default 4194304; sizes are 0, 8, 64, ...)\n"
                     "  --reps R       timed repetitions per size, each of several round trips;\n"
                     "                 the median and the best are reported (default 7)\n"
+                    "  --trips N      round trips per repetition (default: about 4 MB moved,\n"
+                    "                 4 to 200 trips)\n"
                     "  --json FILE    also write the results as JSON (- = print JSON only)\n");
 }
 
@@ -28,11 +30,13 @@ int main(int argc, char **argv) {
     MPI_Comm_size(MPI_COMM_WORLD, &size);
     long min_bytes = 0, max_bytes = 4194304;
     int reps = 7;
+    long fixed_trips = 0;
     const char *json = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--min-bytes") && i + 1 < argc) min_bytes = atol(argv[++i]);
         else if (!strcmp(argv[i], "--max-bytes") && i + 1 < argc) max_bytes = atol(argv[++i]);
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--trips") && i + 1 < argc) fixed_trips = atol(argv[++i]);
         else if (!strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
         else {
             if (rank == 0) usage();
@@ -40,7 +44,8 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    if (size < 2 || max_bytes < 8 || min_bytes < 0 || min_bytes > max_bytes || max_bytes > (1L << 30) || reps < 1 || reps > 1000) {
+    if (size < 2 || max_bytes < 8 || min_bytes < 0 || min_bytes > max_bytes || max_bytes > (1L << 30) || reps < 1 || reps > 1000 ||
+        fixed_trips < 0 || fixed_trips > 1000000) {
         if (rank == 0) {
             if (size < 2) fprintf(stderr, "bench_pingpong: needs at least 2 ranks\n");
             else usage();
@@ -83,6 +88,7 @@ int main(int argc, char **argv) {
         /* about 4 MB moved per repetition, between 4 and 200 round trips */
         long trips = 4194304 / (bytes + 20000);
         trips = trips < 4 ? 4 : trips > 200 ? 200 : trips;
+        if (fixed_trips) trips = fixed_trips;
         for (int r = -1; r < reps; r++) { /* r = -1: warm-up (connections, buffers) */
             MPI_Barrier(MPI_COMM_WORLD);
             double t0 = MPI_Wtime();

@@ -21,8 +21,9 @@
 # the machine's own network namespace, so every set of hosts has the same private subnet and
 # several sets (parallel tests) cannot collide. The host name is set per process through a new
 # UTS namespace (unshare --uts) when entering the host. State (hostfile, owner) is kept in
-# /run/ewc-netns/NAME. The owner recorded by "up" is its parent process (or $NETNS_HOSTS_OWNER):
-# "up" and "gc" remove the hosts of owners that are gone (e.g. a test killed by its timeout).
+# /run/ewc-netns/NAME. With NETNS_HOSTS_OWNER=PID, "up" records that process as the owner, and
+# later "up" and "gc" remove the hosts once it is gone (e.g. a test killed by its timeout);
+# without it the hosts stay until "down".
 set -euo pipefail
 
 self=$(readlink -f "${BASH_SOURCE[0]}")
@@ -115,7 +116,12 @@ cmd_up() {
         exit 77
     fi
     mkdir -p "$state_root/$name"
-    echo "${NETNS_HOSTS_OWNER:-$PPID} $(start_time "${NETNS_HOSTS_OWNER:-$PPID}")" > "$state_root/$name/owner"
+    if [ -n "${NETNS_HOSTS_OWNER:-}" ]; then
+        [[ $NETNS_HOSTS_OWNER =~ ^[0-9]+$ ]] || die "bad NETNS_HOSTS_OWNER '$NETNS_HOSTS_OWNER'"
+        # written whole, then renamed: a "gc" running at the same time never reads half of it
+        echo "$NETNS_HOSTS_OWNER $(start_time "$NETNS_HOSTS_OWNER")" > "$state_root/$name/owner.tmp"
+        mv "$state_root/$name/owner.tmp" "$state_root/$name/owner"
+    fi
     cmd_gc # earlier sets whose owners died (this one's owner is alive)
     trap 'cmd_down "$name"' ERR
     local sw=(ip -n "$name-sw")
