@@ -1,9 +1,7 @@
 #!/usr/bin/env bash
-# Issue 10, real hosts: 3 "hosts" made of network namespaces on a private switch, each with its
-# own host name, Open MPI started across them through a launch agent (no ssh), ranks on different
-# hosts talking only TCP. 2 ranks on each host: bit-identical to 1 rank, SIGUSR1 to mpirun stops
-# all with a checkpoint and --resume finishes bit-identically, a killed rank or a dead host ends
-# the job without a hang, tc tbf limits the links. Exit 77 (skipped) where namespaces cannot be made.
+# Issue 10: 3 "hosts" (network namespaces with their own names), 2 ranks each, started through an
+# Open MPI launch agent, TCP only between hosts: bit-identity, SIGUSR1 stop + resume, killed rank
+# and dead host, mixed BLAS kernels, tc rate limit. Exit 77 (ctest: skipped) without privileges.
 set -uo pipefail
 train=${EWC_TRAIN:-$1/ewc-train}
 build=${EWC_BUILD_DIR:-$1}
@@ -28,7 +26,7 @@ else
     exit 1
 fi
 trap '"$hosts" down "$cluster"; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
-trap 'exit 130' INT TERM
+trap 'exit 130' INT TERM HUP PIPE
 mapfile -t host < <("$hosts" hosts "$cluster")
 
 # Where namespaces cannot be made, the test must say so (exit 77, shown by ctest as skipped),
@@ -37,13 +35,23 @@ mapfile -t host < <("$hosts" hosts "$cluster")
 skip_rc() { # CMD...: this test run by CMD must report itself skipped and make no host
     local try=${cluster}s$((++tries))
     "$@" env EWC_TRAIN="$train" EWC_BUILD_DIR="$build" EWC_MULTIHOST_NAME="$try" \
-        bash "$0" "$build" > "$work/skip.log" 2>&1
+        EWC_SOURCE_DIR="$work/src" bash "$work/src/tests/test_multihost.sh" "$build" \
+        > "$work/skip.log" 2>&1
     local rc=$?
     cat "$work/skip.log"
     [ "$rc" -eq 77 ] && grep -q '^SKIPPED: ' "$work/skip.log" || { echo "exit $rc"; return 1; }
-    ! ls /run/netns /run/ewc-netns | grep "^$try" || { echo "left behind"; return 1; }
+    local f
+    for f in /run/netns/"$try"* /run/ewc-netns/"$try"*; do
+        [ ! -e "$f" ] || { echo "left behind: $f"; return 1; }
+    done
 }
 tries=0
+# a copy of the scripts that any user can read (the source tree may be private to root)
+mkdir -p "$work/src/tests/tools"
+cp "$0" "$work/src/tests/"
+cp "$tools/check.sh" "$hosts" "$work/src/tests/tools/"
+chmod -R a+rX "$work/src"
+chmod a+x "$work"
 # no ip command: a PATH with only what the script needs before it looks for ip
 mkdir "$work/bin"
 for t in bash env mktemp rm tail dirname readlink cat grep head; do
@@ -57,7 +65,6 @@ check "no ip command: skipped" skip_rc env PATH="$work/bin"
 # ---- the hosts are distinct ---------------------------------------------------------------------
 # every rank reports its host name and network namespace: 3 names, 3 namespaces, 2 ranks each,
 # none the namespace of this test (the machine's own network)
-run_hosts() { "$hosts" mpirun "$cluster" "$@"; }
 timeout 60 "$hosts" mpirun "$cluster" -np 6 sh -c 'echo "$(hostname) $(readlink /proc/self/ns/net)"' \
     > "$work/where" 2> "$work/where.err"
 check "6 ranks on 3 hosts with distinct names and networks, 2 each: $(sort "$work/where" | uniq -c | tr -s ' \n' ' ')" \
@@ -86,12 +93,12 @@ port_bytes() { # the bytes through each host's switch port, both directions, one
             "/sys/class/net/p$i/statistics/tx_bytes" | awk '{ s += $1 } END { printf "%d ", s }'
     done
 }
-before=($(port_bytes))
+read -ra before < <(port_bytes)
 start=$(date +%s.%N)
 timeout 180 "$hosts" mpirun "$cluster" -np 6 "${fwd[@]}" "$train" "${args[@]}" --out "$work/np6" \
     > "$work/np6.log" 2>&1
 echo "# 2 x 3 ranks across the hosts: $(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s"
-after=($(port_bytes))
+read -ra after < <(port_bytes)
 check "2 x 3 ranks across the hosts give bit-identical outputs to 1 rank" \
     "$tools/same_outputs.py" "$work/ref" "$work/np6"
 check "the job's traffic went through every host's link (bytes: ${before[*]} -> ${after[*]})" \
@@ -172,6 +179,7 @@ fail_run() { # OUT VICTIMS-COMMAND: start a job, kill the victims mid-run, repor
     local pids; pids=$(eval "$victims")
     [ -n "$pids" ] || { echo "nothing to kill"; return 1; }
     local t0; t0=$(date +%s.%N)
+    # shellcheck disable=SC2086 # one pid a word
     kill -KILL $pids
     # a hang is a failure: the job has 60 s to end after the kill
     watchdog "$job" 60; local guard=$!

@@ -1,7 +1,6 @@
-/* bench_pingpong: the α-β cost of one point-to-point message between ranks 0 and 1 (ranks above
- * 1 wait): half the round-trip time of MPI_Send/MPI_Recv ping-pongs for sizes from 0 bytes to
- * --max-bytes, the latency α (the smallest size) and the bandwidth β (the largest size, α taken
- * off). Run across hosts (tests/tools/netns-hosts.sh) it measures the TCP path between them. */
+/* bench_pingpong: the α-β cost of a point-to-point message: half round trips of MPI_Send/Recv
+ * between ranks 0 and 1 from 0 bytes to --max-bytes, latency α (0 bytes) and bandwidth β (largest
+ * size). Across emulated hosts (tests/tools/netns-hosts.sh) it measures their TCP path. */
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -111,13 +110,13 @@ int main(int argc, char **argv) {
         last_bytes = bytes;
         if (!json || strcmp(json, "-"))
             printf("%12ld %8ld %12.2f %12.2f %12.1f\n", bytes, trips, best * 1e6, med * 1e6,
-                   bytes / med / 1e6);
+                   (double)bytes / med / 1e6);
         if (js)
             fprintf(js, "%s\n  {\"bytes\": %ld, \"trips\": %ld, \"best_s\": %.9g, \"median_s\": %.9g}",
                     n ? "," : "", bytes, trips, best, med);
     }
     if (rank == 0) {
-        double beta = last > alpha ? last_bytes / (last - alpha) : 0;
+        double beta = last > alpha ? (double)last_bytes / (last - alpha) : 0;
         if (!json || strcmp(json, "-")) {
             if (min_bytes == 0)
                 printf("alpha (latency, median of 0-byte half round trips) %.2f us\n", alpha * 1e6);

@@ -64,7 +64,7 @@ cmd_down() {
     for host in $(cat "$state_root/$name/hosts" 2> /dev/null) "$name-sw"; do
         ns_exists "$host" || continue
         # twice: a process can fork while the first round is being killed
-        for round in 1 2; do
+        for _ in 1 2; do
             for pid in $(ip netns pids "$host" 2> /dev/null); do kill -KILL "$pid" 2> /dev/null || true; done
         done
         ip netns del "$host" 2> /dev/null || true # also deletes its veth and its peer
