@@ -98,12 +98,11 @@ cmd_up() {
         command -v "$tool" > /dev/null || { echo "netns-hosts: no '$tool' command" >&2; exit 77; }
     done
     ns_exists "$name-sw" && die "hosts named $name exist already"
-    if ! ip netns add "$name-sw" 2> "/tmp/netns-hosts.$$.err"; then
-        echo "netns-hosts: cannot make network namespaces here: $(head -1 "/tmp/netns-hosts.$$.err")" >&2
-        rm -f "/tmp/netns-hosts.$$.err"
+    local err
+    if ! err=$(ip netns add "$name-sw" 2>&1); then
+        echo "netns-hosts: cannot make network namespaces here: ${err%%$'\n'*}" >&2
         exit 77
     fi
-    rm -f "/tmp/netns-hosts.$$.err"
     # the kernel features the hosts are made of (a container may lack them)
     local missing=""
     ip netns exec "$name-sw" unshare --uts true 2> /dev/null || missing="UTS namespaces (unshare --uts)"
@@ -181,6 +180,8 @@ cmd_mpirun() {
     local name=$1; shift
     check_name "$name"
     local hosts; hosts=$(host_names "$name")
+    # Open MPI splits the agent command at spaces
+    [[ $self != *[[:space:]]* ]] || die "the path of this script has a space: $self"
     # orted comes up on each host through the agent and connects back to mpirun over TCP; the
     # out-of-band channel and the byte transfer layer are both held to the hosts' subnet, and
     # only TCP (between hosts), shared memory (vader, within a host) and self are allowed
