@@ -60,6 +60,10 @@ fault rename       rename       3 2 'cannot rename .*checkpoint.h5.tmp.* to it: 
 fault fsync-dir    fsync-dir    3 2 'written, but cannot sync directory .*: Input/output error$'
 fault enospc-1rank write-enospc 5 1 'cannot write temporary file .*: No space left on device$'
 fault rename-1rank rename       9 1 'cannot rename .*: Input/output error$'
+# where a save keeps the checkpoint it replaces as checkpoint.prev.h5: keeping it fails
+if [ -e "$work/ref/checkpoint.prev.h5" ]; then
+    fault rename-prev rename-prev 3 2 'cannot keep the previous file as .*checkpoint.prev.h5: Input/output error$'
+fi
 
 # short writes (at most 1000 bytes) and an EINTR at the start of every file: no error at all
 LD_PRELOAD=$shim EWC_IOFAULT=short-only timeout 300 "$train" "${args[@]}" --out "$work/short" \
