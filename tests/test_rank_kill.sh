@@ -58,10 +58,21 @@ for victim in 2 0; do
     kill "$watchdog" 2> /dev/null; wait "$watchdog" 2> /dev/null
     check "rank $victim killed: mpirun ends the job in ${took} s (< $bound s) with a non-zero exit ($rc)" \
         awk -v t="$took" -v b=$bound -v rc=$rc 'BEGIN { exit !(t < b && rc != 0) }'
-    # gone, or a zombie (exited; reparented to init, which reaps it a little later)
-    check "rank $victim killed: no ewc-train process of the job is left running" \
-        bash -c "for p in \$(awk '{ print \$2 }' '$out.ranks'); do
-                     grep -qs '^State:[[:space:]]*[^Z[:space:]]' /proc/\$p/status && exit 1; done; exit 0"
+    # every rank gone, or a zombie (exited; reparented to init, which reaps it a little later),
+    # within the same bound from the kill (a killed process may take a moment to exit)
+    left() { # the ranks of the job still running, with their state
+        local p
+        for p in $(awk '{ print $2 }' "$out.ranks"); do
+            grep -qs '^State:[[:space:]]*[^Z[:space:]]' /proc/$p/status &&
+                echo "$p $(sed -n 's/^State:[[:space:]]*//p' /proc/$p/status)"
+        done
+    }
+    while [ -n "$(left)" ] && awk -v a="$start" -v b="$(date +%s.%N)" -v t=$bound 'BEGIN { exit !(b - a < t) }'; do
+        sleep 0.1
+    done
+    gone=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+    check "rank $victim killed: no ewc-train process of the job is left running ${gone} s after the kill $(left)" \
+        test -z "$(left)"
     /usr/bin/python3 -c 'import h5py, sys; s = h5py.File(sys.argv[1], "r")["/state"].attrs
 print(s["task"], s["epoch"], s["step"])' "$out/checkpoint.h5" > "$out.position" 2>&1
     check "rank $victim killed: the checkpoint left is mid-run (task epoch step: $(cat "$out.position"))" \

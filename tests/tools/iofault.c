@@ -1,6 +1,6 @@
 /* LD_PRELOAD shim for tests/test_io_faults.sh: makes one system call of a checkpoint write fail
  * the way a full or failing disk does, in the real program (under mpirun too). It acts only on
- * temporary checkpoint files ("*.tmp.*"), their directory and renames of them, so MPI, stdio and
+ * the writer's temporary files ("*.tmp.<pid>.<n>"), directories and renames, so MPI, stdio and
  * the other outputs are untouched. Environment:
  *   EWC_IOFAULT       write-enospc  the first write(2) of a temporary file fails with ENOSPC
  *                     write-eio     ... with EIO
@@ -9,10 +9,9 @@
  *                                   first one of each file is interrupted (EINTR)
  *                     fsync-file    fsync(2) of the temporary file fails with EIO
  *                     fsync-dir     fsync(2) of a directory fails with EIO (after the rename)
- *                     rename        rename(2) of the new temporary file over the checkpoint
+ *                     rename        rename(2) of the temporary file fails with EIO
+ *                     rename-prev   rename(2) onto a "*.prev.h5" (the kept previous checkpoint)
  *                                   fails with EIO
- *                     rename-prev   rename(2) that keeps the replaced checkpoint as
- *                                   checkpoint.prev.h5 (from "*.tmp.prev.*") fails with EIO
  *   EWC_IOFAULT_SKIP  let this many checkpoint writes (temporary files) succeed first (default 0)
  *   EWC_IOFAULT_SAVE  when the fault is injected: write the fault's name to SAVE.injected and copy
  *                     the checkpoint that the temporary file was to replace to SAVE (as it is
@@ -20,7 +19,6 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,7 +51,16 @@ static const char *fd_path(int fd, char *buf, size_t size) {
     return buf;
 }
 
-static int is_temp(const char *path) { return strstr(path, ".tmp.") != NULL; }
+/* the writer's temporary file "<final>.tmp.<pid>.<n>" (not other "*.tmp.*" names) */
+static int is_temp(const char *path) {
+    const char *t = strstr(path, ".tmp.");
+    return t && t[5] >= '0' && t[5] <= '9';
+}
+
+static int ends_with(const char *s, const char *end) {
+    size_t n = strlen(s), k = strlen(end);
+    return n >= k && !strcmp(s + n - k, end);
+}
 
 /* Copy the final checkpoint of temporary file TEMP (TEMP up to ".tmp.") to EWC_IOFAULT_SAVE and
  * record that the fault WHAT was injected. */
@@ -139,12 +146,14 @@ int fsync(int fd) {
 
 int rename(const char *from, const char *to) {
     if (!real_rename) real_rename = (int (*)(const char *, const char *))dlsym(RTLD_NEXT, "rename");
-    const char *m = mode();
-    bool prev = strstr(from, ".tmp.prev.") != NULL;
-    if (!injected && is_temp(from) &&
-        ((!strcmp(m, "rename") && !prev) || (!strcmp(m, "rename-prev") && prev)) &&
+    if (!injected && !strcmp(mode(), "rename") && is_temp(from) && ++files_seen > skip()) {
+        record(from, "rename");
+        errno = EIO;
+        return -1;
+    }
+    if (!injected && !strcmp(mode(), "rename-prev") && ends_with(to, ".prev.h5") &&
         ++files_seen > skip()) {
-        record(from, m);
+        record(from, "rename-prev");
         errno = EIO;
         return -1;
     }
