@@ -1,7 +1,9 @@
 /* SHA-256 as specified in FIPS 180-4 (sections 4.1.2, 4.2.2, 5.1.1, 5.3.3, 6.2): 64-byte blocks,
- * big-endian words, the message padded with 0x80, zeros and its bit length. */
+ * big-endian words, the message padded with 0x80, zeros and its bit length; the compression in
+ * portable C, or with the x86 SHA extensions where the CPU has them (same digests). */
 #include "ewc/sha256.h"
 
+#include <stdatomic.h>
 #include <string.h>
 
 /* The first 32 bits of the fractional parts of the cube roots of the first 64 primes (4.2.2). */
@@ -46,6 +48,74 @@ static void compress(uint32_t h[8], const unsigned char *m) {
     h[0] += a, h[1] += b, h[2] += c, h[3] += d, h[4] += e, h[5] += f, h[6] += g, h[7] += k;
 }
 
+/* ---- x86 SHA extensions: the same compression, 4 rounds per pair of instructions ----------- */
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#include <immintrin.h>
+#define HAVE_SHA_NI 1
+
+/* Blocks M[0..N) into H with SHA256RNDS2 / SHA256MSG1 / SHA256MSG2. The hash value is kept as
+ * the lane pairs (A, B, E, F) and (C, D, G, H) that the instructions use. */
+__attribute__((target("sha,sse4.1,ssse3"))) static void compress_ni(uint32_t h[8],
+                                                                    const unsigned char *m,
+                                                                    size_t n) {
+    const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bull, 0x0405060700010203ull);
+    __m128i t = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)h), 0xB1);      /* C D A B */
+    __m128i s1 = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)(h + 4)), 0x1B); /* E F G H */
+    __m128i s0 = _mm_alignr_epi8(t, s1, 8);                                           /* A B E F */
+    s1 = _mm_blend_epi16(s1, t, 0xF0);                                                /* C D G H */
+    for (; n > 0; n--, m += 64) {
+        __m128i save0 = s0, save1 = s1, w[4];
+        for (int g = 0; g < 16; g++) { /* rounds 4g .. 4g+3 with the words W[4g .. 4g+3] */
+            if (g < 4) w[g] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(m + 16 * g)), bswap);
+            __m128i k = _mm_add_epi32(w[g & 3], _mm_loadu_si128((const __m128i *)(K + 4 * g)));
+            s1 = _mm_sha256rnds2_epu32(s1, s0, k);
+            if (g >= 3 && g <= 14) /* W[4g+4 ..]: the next group, from the msg1 of group g-3 */
+                w[(g + 1) & 3] = _mm_sha256msg2_epu32(
+                    _mm_add_epi32(w[(g + 1) & 3], _mm_alignr_epi8(w[g & 3], w[(g - 1) & 3], 4)),
+                    w[g & 3]);
+            s0 = _mm_sha256rnds2_epu32(s0, s1, _mm_shuffle_epi32(k, 0x0E));
+            if (g >= 1 && g <= 12) w[(g - 1) & 3] = _mm_sha256msg1_epu32(w[(g - 1) & 3], w[g & 3]);
+        }
+        s0 = _mm_add_epi32(s0, save0);
+        s1 = _mm_add_epi32(s1, save1);
+    }
+    t = _mm_shuffle_epi32(s0, 0x1B);                                        /* F E B A */
+    s1 = _mm_shuffle_epi32(s1, 0xB1);                                       /* D C H G */
+    _mm_storeu_si128((__m128i *)h, _mm_blend_epi16(t, s1, 0xF0));          /* D C B A */
+    _mm_storeu_si128((__m128i *)(h + 4), _mm_alignr_epi8(s1, t, 8));        /* H G F E */
+}
+
+static bool cpu_has_sha_ni(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_SSE4_1) || !(c & bit_SSSE3)) return false;
+    return __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b & (1u << 29)); /* CPUID.7.0:EBX.SHA */
+}
+#else
+#define HAVE_SHA_NI 0
+static bool cpu_has_sha_ni(void) { return false; }
+#endif
+
+static atomic_int use_hw = -1; /* -1: not decided yet */
+
+bool sha256_hw_available(void) { return cpu_has_sha_ni(); }
+
+void sha256_set_hw(bool on) { atomic_store(&use_hw, on && cpu_has_sha_ni()); }
+
+/* N whole blocks at M into H, with the SHA extensions where the CPU has them. */
+static void compress_blocks(uint32_t h[8], const unsigned char *m, size_t n) {
+    int hw = atomic_load(&use_hw);
+    if (hw < 0) atomic_store(&use_hw, hw = cpu_has_sha_ni());
+#if HAVE_SHA_NI
+    if (hw) {
+        compress_ni(h, m, n);
+        return;
+    }
+#endif
+    for (; n > 0; n--, m += 64) compress(h, m);
+}
+
 void sha256_init(Sha256 *s) {
     /* the first 32 bits of the fractional parts of the square roots of the first 8 primes */
     static const uint32_t h0[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
@@ -63,10 +133,12 @@ void sha256_update(Sha256 *s, const void *data, size_t n) {
         memcpy(s->buf + s->used, p, take);
         s->used += take, p += take, n -= take;
         if (s->used < 64) return;
-        compress(s->h, s->buf);
+        compress_blocks(s->h, s->buf, 1);
         s->used = 0;
     }
-    for (; n >= 64; p += 64, n -= 64) compress(s->h, p);
+    compress_blocks(s->h, p, n / 64);
+    p += n / 64 * 64;
+    n %= 64;
     memcpy(s->buf, p, n);
     s->used = n;
 }
@@ -76,12 +148,12 @@ void sha256_final(Sha256 *s, unsigned char out[SHA256_BYTES]) {
     s->buf[s->used++] = 0x80;
     if (s->used > 56) {
         memset(s->buf + s->used, 0, 64 - s->used);
-        compress(s->h, s->buf);
+        compress_blocks(s->h, s->buf, 1);
         s->used = 0;
     }
     memset(s->buf + s->used, 0, 56 - s->used);
     for (int i = 0; i < 8; i++) s->buf[56 + i] = (unsigned char)(bits >> (56 - 8 * i));
-    compress(s->h, s->buf);
+    compress_blocks(s->h, s->buf, 1);
     for (int i = 0; i < 8; i++)
         for (int j = 0; j < 4; j++) out[4 * i + j] = (unsigned char)(s->h[i] >> (24 - 8 * j));
 }

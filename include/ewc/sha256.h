@@ -1,8 +1,10 @@
 /* SHA-256 (FIPS 180-4): the digest that seals every checkpoint file (h5file.h). Incremental:
- * init, update with any number of byte ranges, final. Not collective; no allocation. */
+ * init, update with any number of byte ranges, final. Not collective; no allocation. Uses the
+ * x86 SHA extensions where the CPU has them. */
 #ifndef EWC_SHA256_H
 #define EWC_SHA256_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -23,6 +25,11 @@ void sha256_final(Sha256 *s, unsigned char out[SHA256_BYTES]);
 
 /* The digest of N bytes at DATA, in one call. */
 void sha256_digest(const void *data, size_t n, unsigned char out[SHA256_BYTES]);
+
+/* Whether the CPU has the x86 SHA extensions, used by default when it has; sha256_set_hw(false)
+ * forces the portable code (tests compare both). */
+bool sha256_hw_available(void);
+void sha256_set_hw(bool on);
 
 /* DIGEST as 64 lowercase hex digits and a NUL, as sha256sum prints it. */
 void sha256_hex(const unsigned char digest[SHA256_BYTES], char out[SHA256_HEX]);
