@@ -9,7 +9,8 @@
 #
 # usage: bash tests/fuzz/make_corpus.sh OUT
 # env:   EWC_TRAIN      ewc-train to run (default: build/ewc-train of this source tree)
-#        EWC_FUZZ_DATA  directory of the Fashion-MNIST IDX files (default: ewc-train's default --data)
+#        EWC_FUZZ_DATA  directory of the Fashion-MNIST IDX files (default: ewc-train's --data
+#                       default)
 # Exits 1 (with one line saying why) if anything could not be made.
 set -euo pipefail
 
@@ -129,7 +130,8 @@ seed_args -h
 (( n > 20 )) || die "only $n command-line seeds (README or --help changed?)"
 
 # ---- checkpoints: two short real runs, the configurations of fuzz_checkpoint.c --------------
-run() { # NAME FLAGS...: train in OUT/work (so --data is the relative fuzz-data), keep the checkpoint
+# NAME FLAGS...: train in OUT/work (so --data is the relative fuzz-data), keep the checkpoint
+run() {
     local name=$1
     shift
     (cd "$OUT/work" && "$EXE" --data fuzz-data --tasks 2 --train-samples 64 --test-samples 32 \
