@@ -34,7 +34,7 @@ fi
 [[ -n $EWC_FUZZ_DATA && -d $EWC_FUZZ_DATA ]] || die "no dataset directory (set EWC_FUZZ_DATA)"
 
 rm -rf "$OUT"
-mkdir -p "$OUT/idx" "$OUT/config" "$OUT/checkpoint" "$OUT/work/fuzz-data"
+mkdir -p "$OUT/idx" "$OUT/config" "$OUT/checkpoint" "$OUT/scratch/fuzz-data"
 
 # ---- IDX: cut from the real files -----------------------------------------------------------
 "$PY" - "$EWC_FUZZ_DATA" "$OUT" <<'PYEOF' || die "cannot cut the IDX seeds from $EWC_FUZZ_DATA"
@@ -89,7 +89,7 @@ for name, data in seeds.items():
     put(f"{out}/idx/{name}.gz", data, gz=True)
 
 # the training data of the checkpoint seeds: 64 training and 32 test images, 8x8 crops
-d = f"{out}/work/fuzz-data"
+d = f"{out}/scratch/fuzz-data"
 put(f"{d}/train-images-idx3-ubyte", crop(*tri, 64))
 put(f"{d}/train-labels-idx1-ubyte", first(*trl, 64))
 put(f"{d}/t10k-images-idx3-ubyte", crop(*tei, 32))
@@ -130,19 +130,19 @@ seed_args -h
 (( n > 20 )) || die "only $n command-line seeds (README or --help changed?)"
 
 # ---- checkpoints: two short real runs, the configurations of fuzz_checkpoint.c --------------
-# NAME FLAGS...: train in OUT/work (so --data is the relative fuzz-data), keep the checkpoint
+# NAME FLAGS...: train in OUT/scratch (so --data is the relative fuzz-data), keep the checkpoint
 run() {
     local name=$1
     shift
-    (cd "$OUT/work" && "$EXE" --data fuzz-data --tasks 2 --train-samples 64 --test-samples 32 \
+    (cd "$OUT/scratch" && "$EXE" --data fuzz-data --tasks 2 --train-samples 64 --test-samples 32 \
         --batch 16 "$@" --blas-core keep --quiet --out "run-$name" > "run-$name.log" 2>&1) \
-        || die "ewc-train run $name failed: $(tail -1 "$OUT/work/run-$name.log")"
-    cp "$OUT/work/run-$name/checkpoint.h5" "$OUT/checkpoint/$name.h5"
+        || die "ewc-train run $name failed: $(tail -1 "$OUT/scratch/run-$name.log")"
+    cp "$OUT/scratch/run-$name/checkpoint.h5" "$OUT/checkpoint/$name.h5"
 }
 run ewc --hidden 8 --method ewc --momentum 0.9 --validation 16 --patience 2 --fisher-samples 32 \
     --seed 7
 run adam --hidden 8,4 --method online-ewc --gamma 0.9 --optimizer adam --penalty-step implicit \
     --permute-fraction 0.5
-rm -rf "$OUT/work"
+rm -rf "$OUT/scratch"
 echo "make_corpus.sh: $(ls "$OUT/idx" | wc -l) IDX, $(ls "$OUT/config" | wc -l) command-line," \
      "$(ls "$OUT/checkpoint" | wc -l) checkpoint seeds in $OUT"
