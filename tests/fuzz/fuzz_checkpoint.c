@@ -1,8 +1,12 @@
 /* Fuzz harness for the checkpoint reader (checkpoint.h over h5file.h): the input is a file image,
- * loaded through an in-memory file into trainers built from the two configurations that
+ * loaded in memory (checkpoint_load_image) into trainers built from the two configurations that
  * make_corpus.sh writes its seed checkpoints with (CONFIGS below; keep the two in step: the
- * replay run fails if no seed loads). Checked on every input: a rejected file gives one message
- * line and a status of a bad file; an accepted one leaves a position inside the sequence. */
+ * replay run fails if no seed loads). Each input is loaded as it is, which tests the digest
+ * check (any change to a sealed checkpoint must be refused before HDF5 parses it), and with
+ * FUZZ_SEAL=1 in the environment also sealed afresh (h5file_seal_image), which takes the damaged
+ * bytes past the digest into HDF5 and our reader. Checked on every input: a rejected file gives
+ * one message line and a status of a bad file; an accepted one leaves a position inside the
+ * sequence. */
 #include <mpi.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -14,8 +18,9 @@
 #include "ewc/config.h"
 #include "ewc/dataset.h"
 #include "ewc/error.h"
+#include "ewc/h5file.h"
 #include "ewc/train.h"
-#include "fuzz_util.h"
+#include "fuzz_util.h" /* FUZZ_CHECK */
 
 /* The data make_corpus.sh trains on: 8x8 images, 10 classes, 64 training (minus --validation)
  * and 32 test samples. Only the shapes matter to the reader. */
@@ -42,6 +47,7 @@ static struct {
     Trainer t[N_CONFIGS];
     long accepted; /* inputs some trainer accepted (the replay run wants at least one) */
     int verbose;   /* env FUZZ_VERBOSE set: print why each input was rejected */
+    int seal;      /* env FUZZ_SEAL set: also load each input sealed afresh */
 } F;
 
 static void split_alloc(Split *s, int n) {
@@ -85,6 +91,7 @@ const char *__asan_default_options(void) {
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     MPI_Init(argc, argv);
     F.verbose = getenv("FUZZ_VERBOSE") != NULL;
+    F.seal = getenv("FUZZ_SEAL") != NULL;
     for (size_t k = 0; k < N_CONFIGS; k++) {
         int n = 0;
         while (CONFIGS[k][n]) n++;
@@ -100,17 +107,17 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     return 0;
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    const char *path = fuzz_memfile(data, size);
+/* Load IMAGE into every trainer and check what comes back. */
+static void load_all(const uint8_t *image, size_t size, const char *what) {
     for (size_t k = 0; k < N_CONFIGS; k++) {
         Trainer *t = &F.t[k];
         ewc_error_clear();
-        EwcStatus st = checkpoint_load(t, path);
+        EwcStatus st = checkpoint_load_image(t, "fuzz-input", image, size);
         if (st) {
             FUZZ_CHECK(st == EWC_EFORMAT || st == EWC_EINVAL || st == EWC_EIO || st == EWC_ENOMEM,
                        "status %d: %s", (int)st, ewc_error_message());
             fuzz_check_error_line(st);
-            if (F.verbose) fprintf(stderr, "config %zu: %s\n", k, ewc_error_message());
+            if (F.verbose) fprintf(stderr, "%s, config %zu: %s\n", what, k, ewc_error_message());
             continue;
         }
         const Config *c = t->cfg;
@@ -125,6 +132,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             (void)s;
         }
         F.accepted++;
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    load_all(data, size, "as is");
+    if (F.seal && size >= H5FILE_USERBLOCK) {
+        uint8_t *sealed = malloc(size);
+        FUZZ_CHECK(sealed != NULL, "out of memory");
+        memcpy(sealed, data, size);
+        FUZZ_CHECK(h5file_seal_image(sealed, size) == EWC_OK, "seal: %s", ewc_error_message());
+        load_all(sealed, size, "sealed");
+        free(sealed);
     }
     return 0;
 }
