@@ -28,6 +28,10 @@ typedef struct {
     int *slab_counts;       /* (size) floats of the slab owned by each rank */
     int *slab_displs;       /* (size) their offsets */
     int *counts, *displs;   /* (size) scratch for row gathers */
+    long long bytes;        /* bytes this rank received in the gradient and activation
+                             * collectives so far, counted for bandwidth-optimal algorithms
+                             * (all-gather: all but its own part; allreduce: reduce-scatter +
+                             * all-gather), for benchmarks; fixsum.c adds its own */
 } Dist;
 
 /* Split the parameter rows of S into SIZE contiguous ranges of near-equal parameter counts,
