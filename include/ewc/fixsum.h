@@ -23,8 +23,9 @@
  *     end one MPI_Allgatherv of float32 slices assembles the result on every rank.
  *
  * Error bound, per element, against the exact sum of the float32 micro-batch gradients G_j:
- *     |fixed - sum_j G_j| <= 2^-24 |sum_j G_j| + M 2^(E_l + h - 63) (1 + 2^-52)
- * (the last float32 rounding, plus half a fixed-point unit per micro-batch); relative to the
+ *     |fixed - sum_j G_j| <= 2^-24 (1 + 2^-28) |sum_j G_j| + (1 + 2^-23) M 2^(E_l + h - 63)
+ * (the last float32 rounding and the int64 to float64 one, plus half a fixed-point unit per
+ * micro-batch); relative to the
  * layer's bound 2^E_l the second term is at most 2 M^2 2^-63 (2^-51 for M = 32). Each G_j is
  * itself one SGEMM over m samples, within (m + 2) 2^-24 sum_k |delta_k x_k| of the exact value.
  * The Fisher adds one float64 rounding per round (|round sum| 2^-53) before the float32 one.
