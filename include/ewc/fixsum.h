@@ -81,8 +81,9 @@ double fixsum_gemm_bound(const float *d, int ldd, const float *x, int ldx, int k
 double fixsum_exact_bytes_per_sample(const ModelShape *s);
 
 /* The reduction --reduce auto picks, from the model and the batch only (never the rank count):
- * REDUCE_FIXED when exact would move at least as many bytes per step as fixed, i.e.
- * BATCH * fixsum_exact_bytes_per_sample(S) >= 12 n, else REDUCE_EXACT. Crossovers: batch 890
+ * REDUCE_FIXED when BATCH * fixsum_exact_bytes_per_sample(S) >= 12 n, i.e. when exact would
+ * receive at least 4/3 of fixed's 12 n bytes per step (the margin pays for fixed's int64
+ * conversions and smaller GEMMs), else REDUCE_EXACT. Crossovers: batch 890
  * for 784-400-400-10, 1343 for 784-1000-1000-10, 2094 for 784-2000-2000-10. */
 ReduceMode fixsum_choose(const ModelShape *s, int batch);
 
