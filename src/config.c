@@ -132,7 +132,7 @@ static const Flag flags[] = {
          "independent of the batch), allreduce (float sum, equal only up to rounding), or auto "
          "(exact or fixed, whichever moves fewer bytes for this model and batch)"),
     INT("--micro-batch", micro_batch, G_PARALLEL, 1, 0, 1 << 20,
-        "--reduce fixed: samples per micro-batch (one rank computes each); 0 = 128"),
+        "--reduce fixed: samples per micro-batch (one rank computes each); 0 = 96"),
     INT("--threads", threads, G_PARALLEL, 0, 1, 256, "BLAS threads per MPI rank"),
     {.flag = "--blas-core", AT(blas_core), .arg = "auto|keep|NAME", .group = G_PARALLEL,
      .kind = K_WORD,

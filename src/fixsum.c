@@ -51,12 +51,12 @@ static inline double double_of(int64_t b) {
         double th = v * 0x1p-32 + magic;                                                       \
         double lo = v - (th - magic) * 0x1p32;                                                 \
         int64_t hi = bits_of(th) - magic_bits, lq = bits_of(lo + magic) - magic_bits;          \
-        acc[i] += (int64_t)((uint64_t)hi << 32) + lq;                                          \
+        acc[i] = (acc[i] & keep) + (int64_t)((uint64_t)hi << 32) + lq;                         \
     }                                                                                          \
     return bad;
 
 static long long add_generic(int64_t *restrict acc, const float *restrict x, size_t n,
-                             double scale, double lim) {
+                             double scale, double lim, int64_t keep) {
     ADD_FLOATS_BODY
 }
 
@@ -64,45 +64,48 @@ static long long add_generic(int64_t *restrict acc, const float *restrict x, siz
 #define FIXSUM_X86 1
 __attribute__((target("avx2"))) static long long add_avx2(int64_t *restrict acc,
                                                           const float *restrict x, size_t n,
-                                                          double scale, double lim) {
+                                                          double scale, double lim, int64_t keep) {
     ADD_FLOATS_BODY
 }
 
 __attribute__((target("avx512f,avx512dq,avx512vl"))) static long long add_avx512(
-    int64_t *restrict acc, const float *restrict x, size_t n, double scale, double lim) {
+    int64_t *restrict acc, const float *restrict x, size_t n, double scale, double lim,
+    int64_t keep) {
     ADD_FLOATS_BODY
 }
 #endif
 
 long long fixsum_add_floats_isa(int isa, int64_t *acc, const float *x, size_t n, int shift,
-                                int lim_bits) {
+                                int lim_bits, int assign) {
     double scale = ldexp(1.0, shift), lim = ldexp(1.0, lim_bits < 62 ? lim_bits : 62);
+    int64_t keep = assign ? 0 : -1;
     switch (isa) {
-    case 0: return add_generic(acc, x, n, scale, lim);
+    case 0: return add_generic(acc, x, n, scale, lim, keep);
 #ifdef FIXSUM_X86
     case 1:
         if (!__builtin_cpu_supports("avx2")) return -1;
-        return add_avx2(acc, x, n, scale, lim);
+        return add_avx2(acc, x, n, scale, lim, keep);
     case 2:
         if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512dq") ||
             !__builtin_cpu_supports("avx512vl"))
             return -1;
-        return add_avx512(acc, x, n, scale, lim);
+        return add_avx512(acc, x, n, scale, lim, keep);
 #endif
     default: return -1;
     }
 }
 
-long long fixsum_add_floats(int64_t *acc, const float *x, size_t n, int shift, int lim_bits) {
+long long fixsum_add_floats(int64_t *acc, const float *x, size_t n, int shift, int lim_bits,
+                            int assign) {
     static int isa = -1;
     if (isa < 0) {
         float probe = 0.0f;
         int64_t dummy = 0;
-        isa = fixsum_add_floats_isa(2, &dummy, &probe, 1, 0, 0) >= 0   ? 2
-              : fixsum_add_floats_isa(1, &dummy, &probe, 1, 0, 0) >= 0 ? 1
-                                                                       : 0;
+        isa = fixsum_add_floats_isa(2, &dummy, &probe, 1, 0, 0, 0) >= 0   ? 2
+              : fixsum_add_floats_isa(1, &dummy, &probe, 1, 0, 0, 0) >= 0 ? 1
+                                                                          : 0;
     }
-    return fixsum_add_floats_isa(isa, acc, x, n, shift, lim_bits);
+    return fixsum_add_floats_isa(isa, acc, x, n, shift, lim_bits, assign);
 }
 
 double fixsum_gemm_bound(const float *d, int ldd, const float *x, int ldx, int k, int dout,
@@ -160,18 +163,21 @@ void fixsum_resolve_config(Config *c, int inputs, int classes) {
 
 /* ---- the collective reduction ------------------------------------------------------------------ */
 
-/* Rows of layer l's gradient converted per GEMM call: about 1.5 MB of float32 scratch plus int64
- * sums, so a block's sums stay in cache while every micro-batch adds to it. Shape only. */
+/* Rows of layer l's gradient converted per GEMM call: about 4 MB of float32 scratch plus int64
+ * sums, so a block's sums stay in cache while every micro-batch adds to it, and the inputs are
+ * packed by the SGEMM once per block. Shape only. */
 static int block_rows(int din, int dout) {
-    int r = (3 << 19) / (12 * (din + 1));
+    int r = (1 << 22) / (12 * (din + 1));
     r = r < 32 ? 32 : r;
     return r < dout ? r : dout;
 }
 
-EwcStatus fixsum_init(FixSum *f, MPI_Comm comm, const ModelShape *s, int micro, int max_round) {
+EwcStatus fixsum_init(FixSum *f, MPI_Comm comm, const ModelShape *s, int micro, int max_round,
+                      int quantum) {
     memset(f, 0, sizeof *f);
     f->comm = comm;
     f->micro = micro > 0 ? micro : FIXSUM_MICRO_DEFAULT;
+    f->merge = quantum > 1 && f->micro % quantum == 0;
     f->max_micro = (max_round + f->micro - 1) / f->micro;
     f->n = s->n_params;
     if (MPI_Comm_rank(comm, &f->rank) != MPI_SUCCESS || MPI_Comm_size(comm, &f->size) != MPI_SUCCESS) {
@@ -243,6 +249,12 @@ void fixsum_rows(const FixSum *f, int n, int *begin, int *end) {
     *end = j1 * f->micro < n ? j1 * f->micro : n;
 }
 
+int fixsum_call_end(const FixSum *f, int begin, int end) {
+    if (f->merge) return end;
+    int e = (begin / f->micro + 1) * f->micro;
+    return e < end ? e : end;
+}
+
 EwcStatus fixsum_add(FixSum *f, Dist *d, const ModelShape *s, const Activations *a, float **sq,
                      int n, int fisher, float *in_sq, const float *loss) {
     int L = s->n_layers, mu = f->micro, M = (n + mu - 1) / mu, j0, j1, p = f->size;
@@ -297,12 +309,13 @@ EwcStatus fixsum_add(FixSum *f, Dist *d, const ModelShape *s, const Activations 
         shift[l] = 62 - h - fixsum_exponent(red[l]);
     }
     /* 2. this rank's micro-batch gradients, block by block, in fixed point */
-    if (!f->open) {
-        memset(f->sum, 0, (size_t)f->counts[f->rank] * sizeof(double));
+    int first_round = !f->open;
+    if (first_round) {
         f->violations = 0;
         f->open = 1;
     }
-    memset(f->acc, 0, (f->n + 1) * sizeof(int64_t));
+    /* each block's first micro-batch assigns its sums; a rank without micro-batches adds 0s */
+    if (r1 <= r0) memset(f->acc, 0, (f->n + 1) * sizeof(int64_t));
     long long bad = 0;
     for (int l = 0; l < L; l++) {
         int din = s->dims[l], dout = s->dims[l + 1], ld = din + 1, R = block_rows(din, dout);
@@ -320,7 +333,7 @@ EwcStatus fixsum_add(FixSum *f, Dist *d, const ModelShape *s, const Activations 
                             sq[l] + (size_t)k0 * dout + b0, dout, x + (size_t)k0 * ld, ld, 0.0f,
                             f->scratch, ld);
                 bad += fixsum_add_floats(acc + (size_t)b0 * ld, f->scratch, (size_t)(b1 - b0) * ld,
-                                         shift[l], 62 - h);
+                                         shift[l], 62 - h, j == j0);
             }
         }
     }
@@ -334,16 +347,18 @@ EwcStatus fixsum_add(FixSum *f, Dist *d, const ModelShape *s, const Activations 
             return EWC_EMPI;
         }
         d->bytes += 8 * (long long)(f->n + 1 - (size_t)cnt);
-    } else {
-        memcpy(f->slice, f->acc, (f->n + 1) * sizeof(int64_t));
     }
+    const int64_t *slice = p > 1 ? f->slice : f->acc;
     for (int l = 0; l < L; l++) {
         size_t a0 = s->offset[l], a1 = s->offset[l + 1];
         size_t i0 = a0 > (size_t)lo ? a0 : (size_t)lo, i1 = a1 < (size_t)(lo + cnt) ? a1 : (size_t)(lo + cnt);
         double unit = ldexp(1.0, -shift[l]);
-        for (size_t i = i0; i < i1; i++) f->sum[i - lo] += (double)f->slice[i - lo] * unit;
+        if (first_round)
+            for (size_t i = i0; i < i1; i++) f->sum[i - lo] = (double)slice[i - lo] * unit;
+        else
+            for (size_t i = i0; i < i1; i++) f->sum[i - lo] += (double)slice[i - lo] * unit;
     }
-    if ((size_t)(lo + cnt) == f->n + 1) f->violations += f->slice[cnt - 1];
+    if ((size_t)(lo + cnt) == f->n + 1) f->violations += slice[cnt - 1];
     return EWC_OK;
 }
 

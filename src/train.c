@@ -37,7 +37,7 @@ EwcStatus trainer_init(Trainer *t, const Config *cfg, const Dataset *data, MPI_C
     }
     if ((st = dist_init(&t->dist, comm, &t->shape, quantum))) return st;
     if (t->reduce == REDUCE_FIXED &&
-        (st = fixsum_init(&t->fix, comm, &t->shape, cfg->micro_batch, cfg->batch))) {
+        (st = fixsum_init(&t->fix, comm, &t->shape, cfg->micro_batch, cfg->batch, quantum))) {
         dist_free(&t->dist);
         return st;
     }
@@ -248,8 +248,8 @@ EwcStatus trainer_step(Trainer *t, int task, int epoch, int step, double *loss) 
     for (int i = s0; i < s1; i++) t->ybuf[i] = t->data->train.y[idx[i]];
 
     Dropout drop = {(float)c->dropout, c->seed, (uint32_t)task, (uint32_t)epoch, (uint64_t)pos0};
-    for (int b = s0, e; b < s1; b = e) { /* fixed: one call per micro-batch, same on any layout */
-        e = fixed && s1 - b > t->fix.micro ? b + t->fix.micro : s1;
+    for (int b = s0, e; b < s1; b = e) { /* fixed: per micro-batch, or merged (fixsum.h) */
+        e = fixed ? fixsum_call_end(&t->fix, b, s1) : s1;
         model_forward(a, s, t->params, b, e, &drop);
     }
     softmax_ce_forward_backward(a->prob + (size_t)s0 * t->classes, a->loss + s0,
@@ -257,7 +257,7 @@ EwcStatus trainer_step(Trainer *t, int task, int epoch, int step, double *loss) 
                                 a->logits + (size_t)s0 * t->classes, t->ybuf + s0, s1 - s0,
                                 t->classes, 1.0f / (float)n);
     for (int b = s0, e; b < s1; b = e) {
-        e = fixed && s1 - b > t->fix.micro ? b + t->fix.micro : s1;
+        e = fixed ? fixsum_call_end(&t->fix, b, s1) : s1;
         model_backward_deltas(a, s, t->params, b, e, (float)c->dropout);
     }
 
@@ -369,8 +369,8 @@ EwcStatus trainer_fisher(Trainer *t, int task, FisherKind kind, int n, float *fi
         if (fixed) fixsum_rows(&t->fix, m, &s0, &s1); /* this rank's micro-batches */
         trainer_fill_input(t, a, &t->data->train, task, idx + first, 0, exact ? 0 : s0,
                            exact ? m : s1);
-        for (int b = s0, e; b < s1; b = e) { /* fixed: one call per micro-batch */
-            e = fixed && s1 - b > t->fix.micro ? b + t->fix.micro : s1;
+        for (int b = s0, e; b < s1; b = e) { /* fixed: per micro-batch, or merged */
+            e = fixed ? fixsum_call_end(&t->fix, b, s1) : s1;
             model_forward(a, s, t->params, b, e, NULL);
             fisher_deltas(t, a, kind, task, idx + first, b, e);
         }

@@ -92,7 +92,7 @@ static void test_add_floats(void **state) {
             }
             for (int i = 0; i < N; i++)
                 if (!(i >= 5 && i <= 7 && n_bad)) want[i] += ref_round(x[i], shift);
-            long long bad = fixsum_add_floats_isa(isa, acc, x, N, shift, lim);
+            long long bad = fixsum_add_floats_isa(isa, acc, x, N, shift, lim, 0);
             if (bad < 0) break; /* the CPU lacks this variant */
             assert_int_equal(bad, n_bad);
             for (int i = 0; i < N; i++)
@@ -108,8 +108,15 @@ static void test_add_floats(void **state) {
     x[5] = 1.0f;
     x[6] = -2.5f;
     x[7] = 3.5f;
-    assert_int_equal(fixsum_add_floats(acc, x, 8, 0, 62), 0);
+    assert_int_equal(fixsum_add_floats(acc, x, 8, 0, 62, 0), 0);
     assert_int_equal(acc[5], 1);
+    assert_int_equal(acc[6], -2);
+    assert_int_equal(acc[7], 4);
+    /* ASSIGN overwrites whatever was there */
+    for (int i = 0; i < 8; i++) acc[i] = 12345;
+    x[5] = NAN;
+    assert_int_equal(fixsum_add_floats(acc, x, 8, 0, 62, 1), 1);
+    assert_int_equal(acc[5], 0);
     assert_int_equal(acc[6], -2);
     assert_int_equal(acc[7], 4);
     free(x);
@@ -123,7 +130,7 @@ static void test_subnormals(void **state) {
     float x[4] = {0x1p-149f, -0x1p-140f, 0x1.8p-130f, 0x1p-126f};
     int64_t acc[4] = {0, 0, 0, 0};
     int e = fixsum_exponent(0x1p-126), shift = 62 - e;
-    assert_int_equal(fixsum_add_floats(acc, x, 4, shift, 62), 0);
+    assert_int_equal(fixsum_add_floats(acc, x, 4, shift, 62, 0), 0);
     for (int i = 0; i < 4; i++) assert_int_equal(acc[i], ref_round(x[i], shift));
     assert_true(acc[0] != 0);
     assert_true(ldexp((double)acc[0], -shift) == (double)x[0]);
@@ -256,7 +263,7 @@ static void test_round_error_bound(void **state) {
                 FixSum f;
                 Dist d;
                 memset(&d, 0, sizeof d);
-                assert_int_equal(fixsum_init(&f, MPI_COMM_SELF, &r.s, mus[mi], 100), EWC_OK);
+                assert_int_equal(fixsum_init(&f, MPI_COMM_SELF, &r.s, mus[mi], 100, 1), EWC_OK);
                 for (int k = 0; k < nr; k++)
                     assert_int_equal(fixsum_add(&f, &d, &r.s, &r.a, r.dl, r.n, fisher, r.in_sq,
                                                 fisher ? NULL : r.loss), EWC_OK);
@@ -298,7 +305,7 @@ static void test_round_edge_cases(void **state) {
     FixSum f;
     Dist d;
     memset(&d, 0, sizeof d);
-    assert_int_equal(fixsum_init(&f, MPI_COMM_SELF, &r.s, 8, 40), EWC_OK);
+    assert_int_equal(fixsum_init(&f, MPI_COMM_SELF, &r.s, 8, 40, 1), EWC_OK);
     float *out = malloc(r.s.n_params * sizeof(float));
     float **saved = malloc(sizeof(float *) * (size_t)r.s.n_layers);
     for (int l = 0; l < r.s.n_layers; l++) {

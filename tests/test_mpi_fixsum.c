@@ -1,5 +1,6 @@
 /* --reduce fixed under MPI: 20 training steps (momentum, both dropouts, an active EWC penalty,
- * SGD and Adam, partial batches) and the Fisher give bitwise the results of one rank; the
+ * SGD and Adam, partial batches, merged and per-micro-batch forward/backward calls) and the
+ * Fisher give bitwise the results of one rank; the
  * gradient agrees with the exact reduction's to float rounding; a NaN parameter stops the step
  * with EWC_ENAN on every rank without touching the parameters; the bytes per step follow the
  * formula of fixsum.h and do not grow with the batch. Run under mpirun at 1, 2, 3, 4 and 8 ranks. */
@@ -72,8 +73,8 @@ static void world_vs_solo(const Config *cfg, int count) {
         MT_EXPECT(ok, have_w, "trainer_init: %s", ewc_error_message());
     }
     if (have_w) {
-        MT_EXPECT(ok, w.reduce == REDUCE_FIXED && w.fix.micro == MICRO, "mode %d micro %d",
-                  w.reduce, w.fix.micro);
+        MT_EXPECT(ok, w.reduce == REDUCE_FIXED && w.fix.micro == cfg->micro_batch,
+                  "mode %d micro %d", w.reduce, w.fix.micro);
         fake_finished_task(&w);
         EwcStatus st = run_steps(&w, 1, count, lw);
         MT_EXPECT(ok, st == EWC_OK, "world steps: %d (%s)", st, ewc_error_message());
@@ -90,6 +91,13 @@ static void world_vs_solo(const Config *cfg, int count) {
             have_s = trainer_init(&s, cfg, &data, solo) == EWC_OK;
             MT_EXPECT(ok, have_s, "1-rank trainer_init");
             if (have_s) {
+                /* one forward/backward call per micro-batch on 1 rank: where the world merges
+                 * them (m a multiple of the BLAS quantum), this checks that merging changes no
+                 * bit */
+                s.fix.merge = 0;
+                if (getenv("EWC_TEST_VERBOSE"))
+                    printf("micro %d, quantum %d: world %s\n", w.fix.micro, w.dist.quantum,
+                           w.fix.merge ? "merged" : "per micro-batch");
                 fake_finished_task(&s);
                 MT_EXPECT(ok, run_steps(&s, 1, count, ls) == EWC_OK, "1-rank steps");
                 size_t np = w.shape.n_params;
@@ -128,10 +136,13 @@ static void test_steps_sgd(void **state) {
     world_vs_solo(&c, 20);
 }
 
+/* micro-batches of 24: a multiple of the usual BLAS quanta (12 for OpenBLAS's Haswell SGEMM), so
+ * the world merges each rank's forward and backward calls and the 1-rank run does not */
 static void test_steps_adam_implicit(void **state) {
     (void)state;
     Config c;
     base_config(&c, 150, REDUCE_FIXED);
+    c.micro_batch = 24;
     c.optimizer = OPTIMIZER_ADAM;
     c.lr = 0.002;
     c.dropout = 0.2;

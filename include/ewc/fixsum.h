@@ -47,7 +47,7 @@
 #include "ewc/error.h"
 #include "ewc/model.h"
 
-#define FIXSUM_MICRO_DEFAULT 128 /* --micro-batch 0: samples per micro-batch */
+#define FIXSUM_MICRO_DEFAULT 96 /* --micro-batch 0: a multiple of every usual BLAS row quantum */
 #define FIXSUM_EMIN (-149)       /* the smallest exponent (of the smallest float32 subnormal) */
 
 /* ---- fixed-point arithmetic (not collective) --------------------------------------------- */
@@ -59,14 +59,16 @@ int fixsum_headroom(int terms);
 /* Exponent E for a bound B >= max |term| (float64, >= 0, finite): 2^E >= 2 B, E >= FIXSUM_EMIN. */
 int fixsum_exponent(double bound);
 
-/* ACC[i] += round-half-even(X[i] 2^SHIFT) for N floats, where every |X[i] 2^SHIFT| must be <= 2^LIM_BITS.
- * A value beyond it (or NaN/inf) adds 0 instead and is counted; returns the count. */
-long long fixsum_add_floats(int64_t *acc, const float *x, size_t n, int shift, int lim_bits);
+/* ACC[i] += round-half-even(X[i] 2^SHIFT) for N floats (ACC[i] = ... with ASSIGN), where every
+ * |X[i] 2^SHIFT| must be <= 2^LIM_BITS. A value beyond it (or NaN/inf) adds 0 instead and is
+ * counted; returns the count. Exact integer arithmetic, vectorised. */
+long long fixsum_add_floats(int64_t *acc, const float *x, size_t n, int shift, int lim_bits,
+                            int assign);
 
 /* The same with one instruction-set variant (0 generic, 1 AVX2, 2 AVX-512), for tests; -1 if the
  * CPU lacks it. fixsum_add_floats uses the best one: all give the same bits. */
 long long fixsum_add_floats_isa(int isa, int64_t *acc, const float *x, size_t n, int shift,
-                                int lim_bits);
+                                int lim_bits, int assign);
 
 /* max_i sum_k |d[k][i]| max_c |x[k][c]| over K rows: d (K, DOUT) row stride LDD, x (K, COLS)
  * row stride LDX; with SQUARE, x's values are squared first (the Fisher's inputs). COLSUM is
@@ -98,6 +100,10 @@ typedef struct {
     MPI_Comm comm; /* not owned */
     int rank, size;
     int micro;                /* m: samples per micro-batch */
+    int merge;                /* m is a multiple of the BLAS row quantum (tile.h): forward and
+                               * backward run over all of a rank's micro-batches in one call,
+                               * bitwise the rows of one call per micro-batch, and the weights
+                               * are packed once instead of once per micro-batch */
     int max_micro;            /* micro-batches in a round of the largest size (--batch) */
     size_t n;                 /* parameters */
     int64_t *acc;             /* (n + 1) this rank's integer sums; [n] counts bound violations */
@@ -113,13 +119,20 @@ typedef struct {
     double loss;              /* sum of the per-sample losses of the last round (sample order) */
 } FixSum;
 
-/* Set up for S on COMM, micro-batches of MICRO samples, rounds of at most MAX_ROUND samples.
- * EWC_EINVAL if the communicator has more ranks than the model has parameters. Not collective. */
-EwcStatus fixsum_init(FixSum *f, MPI_Comm comm, const ModelShape *s, int micro, int max_round);
+/* Set up for S on COMM, micro-batches of MICRO samples (0: the default), rounds of at most
+ * MAX_ROUND samples, QUANTUM the agreed BLAS row quantum (0 or 1 if unknown: then one call per
+ * micro-batch). EWC_EINVAL if the communicator has more ranks than the model has parameters.
+ * Not collective. */
+EwcStatus fixsum_init(FixSum *f, MPI_Comm comm, const ModelShape *s, int micro, int max_round,
+                      int quantum);
 void fixsum_free(FixSum *f);
 
 /* This rank's micro-batches of a round of N samples, as batch rows [*BEGIN, *END). */
 void fixsum_rows(const FixSum *f, int n, int *begin, int *end);
+
+/* The end of the forward/backward call that starts at row BEGIN of this rank's rows [.., END):
+ * END when merged, else the end of BEGIN's micro-batch. */
+int fixsum_call_end(const FixSum *f, int begin, int end);
 
 /* Add one round of N samples: A's act[l] and SQ[l] (deltas, or the Fisher's weighted squared
  * deltas with FISHER = 1) hold this rank's rows (fixsum_rows); LOSS (may be NULL) its
