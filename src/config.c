@@ -130,7 +130,7 @@ static const Flag flags[] = {
          "gradient reduction: exact (gathers activations; bit-identical for any rank count), "
          "fixed (int64 fixed-point sum of micro-batch gradients: bit-identical, traffic "
          "independent of the batch), allreduce (float sum, equal only up to rounding), or auto "
-         "(exact or fixed, whichever moves fewer bytes for this model and batch)"),
+         "(exact, or fixed once exact would move 4/3 of its bytes: from model and batch only)"),
     INT("--micro-batch", micro_batch, G_PARALLEL, 1, 0, 1 << 20,
         "--reduce fixed: samples per micro-batch (one rank computes each); 0 = 96"),
     INT("--threads", threads, G_PARALLEL, 0, 1, 256, "BLAS threads per MPI rank"),
