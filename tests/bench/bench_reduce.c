@@ -230,7 +230,7 @@ int main(int argc, char **argv) {
     const char *dir = default_data_dir(), *json = NULL;
     int reps = 3, steps = 0, warmup = 2, batch = 0, want[M_COUNT] = {1, 1, 1};
     Case one = {0};
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) { /* --flag VALUE pairs */
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int ok = 1;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -269,7 +269,6 @@ int main(int argc, char **argv) {
             MPI_Finalize();
             return 2;
         }
-        i++;
     }
     static const int widths[] = {400, 2000}, batches[] = {100, 1000, 4096};
     Case cases[MAX_CASES];
