@@ -42,6 +42,7 @@ static const Field fields[] = {
     {"adam_beta1", F_DBL, offsetof(Config, adam_beta1), 2, 0.9, 1},
     {"adam_beta2", F_DBL, offsetof(Config, adam_beta2), 2, 0.999, 1},
     {"adam_eps", F_DBL, offsetof(Config, adam_eps), 2, 1e-8, 1},
+    {"micro_batch", F_INT, offsetof(Config, micro_batch), 2, 0, 1}, /* --reduce fixed */
 };
 #define N_FIELDS (sizeof fields / sizeof fields[0])
 

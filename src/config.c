@@ -27,7 +27,7 @@ static const char *const group_names[G_COUNT] = {
 static const char *const method_names[] = {"sgd", "l2", "ewc", "online-ewc", NULL};
 static const char *const fisher_names[] = {"empirical", "sampled", "expected", NULL};
 static const char *const penalty_names[] = {"explicit", "implicit", NULL};
-static const char *const reduce_names[] = {"exact", "allreduce", NULL};
+static const char *const reduce_names[] = {"exact", "allreduce", "fixed", "auto", NULL};
 static const char *const optimizer_names[] = {"sgd", "adam", NULL};
 
 /* Enum fields are read and written through the table as ints. */
@@ -127,8 +127,12 @@ static const Flag flags[] = {
          "step of the penalty (implicit, stable for any lambda)"),
 
     ENUM("--reduce", reduce, G_PARALLEL, reduce_names,
-         "gradient reduction: exact (bit-identical for any rank count) or allreduce "
-         "(equal only up to rounding; faster for large batches)"),
+         "gradient reduction: exact (gathers activations; bit-identical for any rank count), "
+         "fixed (int64 fixed-point sum of micro-batch gradients: bit-identical, traffic "
+         "independent of the batch), allreduce (float sum, equal only up to rounding), or auto "
+         "(exact, or fixed once exact would move 4/3 of its bytes: from model and batch only)"),
+    INT("--micro-batch", micro_batch, G_PARALLEL, 1, 0, 1 << 20,
+        "--reduce fixed: samples per micro-batch (one rank computes each); 0 = 96"),
     INT("--threads", threads, G_PARALLEL, 0, 1, 256, "BLAS threads per MPI rank"),
     {.flag = "--blas-core", AT(blas_core), .arg = "auto|keep|NAME", .group = G_PARALLEL,
      .kind = K_WORD,
@@ -468,7 +472,7 @@ void config_defaults(Config *c) {
     c->dropout_input = 0.0;
     c->dropout = 0.0;
     c->penalty_step = PENALTY_EXPLICIT;
-    c->reduce = REDUCE_EXACT;
+    c->reduce = REDUCE_AUTO;
     c->permute_fraction = 1.0;
     c->optimizer = OPTIMIZER_SGD;
     c->adam_beta1 = 0.9;

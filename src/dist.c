@@ -81,6 +81,7 @@ EwcStatus dist_allgather_rows(Dist *d, float *buf, int n, int ld) {
         ewc_error_set("MPI_Allgatherv of activations failed");
         return EWC_EMPI;
     }
+    d->bytes += 4 * ((long long)n * ld - d->counts[d->rank]);
     return EWC_OK;
 }
 
@@ -91,6 +92,9 @@ EwcStatus dist_allgather_slab(Dist *d, float *slab) {
         ewc_error_set("MPI_Allgatherv of the gradient slab failed");
         return EWC_EMPI;
     }
+    long long total = 0;
+    for (int r = 0; r < d->size; r++) total += d->slab_counts[r];
+    d->bytes += 4 * (total - d->slab_counts[d->rank]);
     return EWC_OK;
 }
 
@@ -100,6 +104,7 @@ EwcStatus dist_allreduce_sum(Dist *d, float *buf, size_t n) {
         ewc_error_set("MPI_Allreduce of the gradient slab failed");
         return EWC_EMPI;
     }
+    d->bytes += 2 * 4 * ((long long)n - (long long)n / d->size);
     return EWC_OK;
 }
 

@@ -79,7 +79,7 @@ static void print_blas(const Trainer *t, const BlasCore *b, int resumed) {
 }
 
 /* Everything after flag parsing; returns the agreed status. Collective. */
-static EwcStatus train_main(const Config *cfg, BlasCore *blas, MPI_Comm comm, int *reporter) {
+static EwcStatus train_main(Config *cfg, BlasCore *blas, MPI_Comm comm, int *reporter) {
     int rank, size;
     MPI_Comm_rank(comm, &rank);
     MPI_Comm_size(comm, &size);
@@ -91,6 +91,8 @@ static EwcStatus train_main(const Config *cfg, BlasCore *blas, MPI_Comm comm, in
     st = dataset_load(&data, cfg->data_dir, cfg->train_samples, cfg->test_samples);
     if (st == EWC_OK) st = validation_split(&data, cfg->validation, cfg->seed);
     if ((st = dist_agree(comm, st, reporter))) goto done;
+    /* --reduce auto becomes the mode it picks, so the summary and checkpoint record it */
+    fixsum_resolve_config(cfg, data.train.dim, data.n_classes);
     st = trainer_init(&t, cfg, &data, comm);
     have_trainer = st == EWC_OK;
     if ((st = dist_agree(comm, st, reporter))) goto done;

@@ -23,9 +23,11 @@ EwcStatus trainer_init(Trainer *t, const Config *cfg, const Dataset *data, MPI_C
     t->classes = data->n_classes;
     EwcStatus st = model_shape_init(&t->shape, t->dim, cfg->hidden, cfg->n_hidden, t->classes);
     if (st) return st;
-    /* the exact reduction splits products only on the BLAS tile grid (tile.h) */
+    t->reduce = cfg->reduce == REDUCE_AUTO ? fixsum_choose(&t->shape, cfg->batch) : cfg->reduce;
+    /* the exact reduction splits products only on the BLAS tile grid (tile.h); so does the
+     * evaluation, which the fixed one must keep rank-count independent too */
     int quantum = 1;
-    if (cfg->reduce == REDUCE_EXACT) {
+    if (t->reduce != REDUCE_ALLREDUCE) {
         quantum = tile_probe_quantum(&t->shape, cfg->batch);
         int q_oom[2] = {quantum, quantum < 0}; /* out of memory on any rank fails every rank */
         if (quantum <= 0) q_oom[0] = cfg->batch; /* no exact split: whole batches per rank */
@@ -42,6 +44,11 @@ EwcStatus trainer_init(Trainer *t, const Config *cfg, const Dataset *data, MPI_C
         quantum = q_oom[0];
     }
     if ((st = dist_init(&t->dist, comm, &t->shape, quantum))) return st;
+    if (t->reduce == REDUCE_FIXED &&
+        (st = fixsum_init(&t->fix, comm, &t->shape, cfg->micro_batch, cfg->batch, quantum))) {
+        dist_free(&t->dist);
+        return st;
+    }
     size_t np = t->shape.n_params;
     int L = t->shape.n_layers, maxdim = 0, T = cfg->tasks;
     for (int l = 0; l < L; l++) maxdim = t->shape.dims[l] > maxdim ? t->shape.dims[l] : maxdim;
@@ -107,6 +114,7 @@ void trainer_free(Trainer *t) {
     penalty_free(&t->pen);
     adam_free(&t->adam);
     dist_free(&t->dist);
+    fixsum_free(&t->fix);
     memset(t, 0, sizeof *t);
 }
 
@@ -177,8 +185,10 @@ static void zero_rows(float *slab, const Trainer *t, int r0, int r1) {
 static EwcStatus reduce_batch(Trainer *t, Activations *a, float **sq, float *slab, int n, int s0,
                               int s1, int fisher) {
     const ModelShape *s = &t->shape;
-    int L = s->n_layers, exact = t->cfg->reduce == REDUCE_EXACT;
+    int L = s->n_layers, exact = t->reduce == REDUCE_EXACT;
     EwcStatus st;
+    if (t->reduce == REDUCE_FIXED) /* sums of this rank's micro-batches, fixsum_finish ends them */
+        return fixsum_add(&t->fix, &t->dist, s, a, sq, n, fisher, t->in_sq, fisher ? NULL : a->loss);
     if (exact) {
         for (int l = 1; l < L; l++)
             if ((st = dist_allgather_rows(&t->dist, a->act[l], n, s->dims[l] + 1))) return st;
@@ -206,7 +216,9 @@ static EwcStatus reduce_batch(Trainer *t, Activations *a, float **sq, float *sla
 /* Sum of the per-sample losses of the batch in sample order, identical on every rank. */
 static EwcStatus batch_loss(Trainer *t, float *loss, int n, int s0, int s1, double *out) {
     double sum = 0.0;
-    if (t->cfg->reduce == REDUCE_EXACT) {
+    if (t->reduce == REDUCE_FIXED) {
+        sum = t->fix.loss; /* summed by micro-batch in fixsum_add */
+    } else if (t->reduce == REDUCE_EXACT) {
         EwcStatus st = dist_allgather_rows(&t->dist, loss, n, 1);
         if (st) return st;
         for (int i = 0; i < n; i++) sum += loss[i];
@@ -229,8 +241,9 @@ EwcStatus trainer_step(Trainer *t, int task, int epoch, int step, double *loss) 
     int L = s->n_layers, pos0 = step * c->batch;
     int n = t->data->train.n - pos0 < c->batch ? t->data->train.n - pos0 : c->batch;
     const int *idx = t->order + pos0;
-    int s0, s1, exact = c->reduce == REDUCE_EXACT;
+    int s0, s1, exact = t->reduce == REDUCE_EXACT, fixed = t->reduce == REDUCE_FIXED;
     dist_shard(&t->dist, n, t->dist.rank, &s0, &s1);
+    if (fixed) fixsum_rows(&t->fix, n, &s0, &s1); /* this rank's micro-batches */
     EwcStatus st;
 
     /* exact mode needs every row of the input for the weight gradients of layer 0 */
@@ -243,17 +256,24 @@ EwcStatus trainer_step(Trainer *t, int task, int epoch, int step, double *loss) 
     for (int i = s0; i < s1; i++) t->ybuf[i] = t->data->train.y[idx[i]];
 
     Dropout drop = {(float)c->dropout, c->seed, (uint32_t)task, (uint32_t)epoch, (uint64_t)pos0};
-    model_forward(a, s, t->params, s0, s1, &drop);
+    for (int b = s0, e; b < s1; b = e) { /* fixed: per micro-batch, or merged (fixsum.h) */
+        e = fixed ? fixsum_call_end(&t->fix, b, s1) : s1;
+        model_forward(a, s, t->params, b, e, &drop);
+    }
     softmax_ce_forward_backward(a->prob + (size_t)s0 * t->classes, a->loss + s0,
                                 a->delta[L - 1] + (size_t)s0 * t->classes,
                                 a->logits + (size_t)s0 * t->classes, t->ybuf + s0, s1 - s0,
                                 t->classes, 1.0f / (float)n);
-    model_backward_deltas(a, s, t->params, s0, s1, (float)c->dropout);
+    for (int b = s0, e; b < s1; b = e) {
+        e = fixed ? fixsum_call_end(&t->fix, b, s1) : s1;
+        model_backward_deltas(a, s, t->params, b, e, (float)c->dropout);
+    }
 
     zero_rows(t->grad, t, exact ? t->dist.row_begin : 0, exact ? t->dist.row_end : s->n_rows);
     if ((st = reduce_batch(t, a, a->delta, t->grad, n, s0, s1, 0))) return st;
-    st = exact ? dist_allgather_slab(&t->dist, t->grad)
-               : dist_allreduce_sum(&t->dist, t->grad, s->n_params);
+    st = fixed   ? fixsum_finish(&t->fix, &t->dist, t->grad)
+         : exact ? dist_allgather_slab(&t->dist, t->grad)
+                 : dist_allreduce_sum(&t->dist, t->grad, s->n_params);
     if (st) return st;
 
     double sum;
@@ -337,7 +357,7 @@ EwcStatus trainer_fisher(Trainer *t, int task, FisherKind kind, int n, float *fi
     const ModelShape *s = &t->shape;
     const Config *c = t->cfg;
     Activations *a = &t->acts;
-    int N = t->data->train.n, exact = c->reduce == REDUCE_EXACT;
+    int N = t->data->train.n, exact = t->reduce == REDUCE_EXACT, fixed = t->reduce == REDUCE_FIXED;
     if (n <= 0 || n > N) n = N;
     /* which samples: a fixed random subset (all of them when n = N), in chunks of --batch */
     int *idx = malloc((size_t)N * sizeof(int));
@@ -351,14 +371,19 @@ EwcStatus trainer_fisher(Trainer *t, int task, FisherKind kind, int n, float *fi
     for (int first = 0; first < n; first += c->batch) {
         int m = n - first < c->batch ? n - first : c->batch, s0, s1;
         dist_shard(&t->dist, m, t->dist.rank, &s0, &s1);
+        if (fixed) fixsum_rows(&t->fix, m, &s0, &s1); /* this rank's micro-batches */
         trainer_fill_input(t, a, &t->data->train, task, idx + first, 0, exact ? 0 : s0,
                            exact ? m : s1);
-        model_forward(a, s, t->params, s0, s1, NULL);
-        fisher_deltas(t, a, kind, task, idx + first, s0, s1);
+        for (int b = s0, e; b < s1; b = e) { /* fixed: per micro-batch, or merged */
+            e = fixed ? fixsum_call_end(&t->fix, b, s1) : s1;
+            model_forward(a, s, t->params, b, e, NULL);
+            fisher_deltas(t, a, kind, task, idx + first, b, e);
+        }
         if ((st = reduce_batch(t, a, t->fisher_sq, fisher, m, s0, s1, 1))) goto done;
     }
-    st = exact ? dist_allgather_slab(&t->dist, fisher)
-               : dist_allreduce_sum(&t->dist, fisher, s->n_params);
+    st = fixed   ? fixsum_finish(&t->fix, &t->dist, fisher)
+         : exact ? dist_allgather_slab(&t->dist, fisher)
+                 : dist_allreduce_sum(&t->dist, fisher, s->n_params);
     if (st) goto done;
     float inv = 1.0f / (float)n;
     for (size_t i = 0; i < s->n_params; i++) fisher[i] *= inv;

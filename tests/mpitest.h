@@ -183,7 +183,7 @@ static inline void mt_softmax64(const double *z, double *p, int c) {
 }
 
 /* Buffers for mt_forward64: H[l] of dims[l] doubles, l = 0..L. NULL when out of memory. */
-static double **mt_alloc_layers64(const ModelShape *s) {
+static inline double **mt_alloc_layers64(const ModelShape *s) {
     double **h = calloc((size_t)s->n_layers + 1, sizeof *h);
     if (!h) return NULL;
     for (int l = 0; l <= s->n_layers; l++)

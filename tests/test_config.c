@@ -146,7 +146,8 @@ static void test_defaults(void **state) {
     assert_true(c.dropout_input == 0.0);
     assert_true(c.dropout == 0.0);
     assert_int_equal(c.penalty_step, PENALTY_EXPLICIT);
-    assert_int_equal(c.reduce, REDUCE_EXACT);
+    assert_int_equal(c.reduce, REDUCE_AUTO);
+    assert_int_equal(c.micro_batch, 0);
     assert_int_equal(c.threads, 1);
     assert_int_equal(c.eval_every, 0);
     assert_int_equal(c.checkpoint_every, 0);
@@ -531,7 +532,7 @@ static void test_help_text(void **state) {
         "--epochs N", "--momentum X", "--seed N", "--train-samples N", "--test-samples N",
         "--method sgd|l2|ewc|online-ewc", "--lambda X", "--gamma X",
         "--fisher empirical|sampled|expected", "--fisher-samples N", "--dropout-input P",
-        "--dropout P", "--penalty-step explicit|implicit", "--reduce exact|allreduce",
+        "--dropout P", "--penalty-step explicit|implicit", "--reduce exact|allreduce|fixed|auto", "--micro-batch N",
         "--threads N", "--eval-every N", "--checkpoint-every N", "--resume", "--quiet",
         "--fisher-overlap FILE", "-h, --help", "Data:", "Model:", "Training:",
         "Continual learning:", "Parallelism:", "Output and checkpointing:", "Other:",
@@ -592,7 +593,7 @@ static void test_json_defaults(void **state) {
         "\"momentum\":0,", "\"seed\":1,", "\"train_samples\":0", "\"test_samples\":0",
         "\"method\":\"sgd\"", "\"lambda\":100,", "\"gamma\":1,", "\"fisher\":\"sampled\"",
         "\"fisher_samples\":0", "\"dropout_input\":0,", "\"dropout\":0,",
-        "\"penalty_step\":\"explicit\"", "\"reduce\":\"exact\"", "\"threads\":1,",
+        "\"penalty_step\":\"explicit\"", "\"reduce\":\"auto\"", "\"micro_batch\":0", "\"threads\":1,",
         "\"eval_every\":0", "\"checkpoint_every\":0", "\"resume\":false", "\"quiet\":false",
         "\"fisher_overlap\":\"\"", "\"help\":false", "\"permute_fraction\":1,",
         "\"overlap_layers\":false",

@@ -1,4 +1,4 @@
-/* The diagonal Fisher under MPI: trainer_fisher (empirical, sampled, expected; exact and
+/* The diagonal Fisher under MPI: trainer_fisher (empirical, sampled, expected; exact, fixed and
  * allreduce reductions) against a naive float64 per-sample loop written here, bitwise equality
  * between the world and a 1-rank communicator (exact reduction), and a sanity check that the
  * squared mean gradient - the classic bug - would not pass for the Fisher. Run under mpirun
@@ -34,6 +34,7 @@ static void net_config(Config *c, const Net *net, ReduceMode reduce) {
     c->batch = net->batch;
     c->seed = 3;
     c->reduce = reduce;
+    c->micro_batch = 5; /* --reduce fixed: several micro-batches per chunk, a short last one */
     c->quiet = 1;
 }
 
@@ -251,6 +252,11 @@ static void test_fisher_naive_allreduce(void **state) {
     fisher_vs_naive(REDUCE_ALLREDUCE);
 }
 
+static void test_fisher_naive_fixed(void **state) {
+    (void)state;
+    fisher_vs_naive(REDUCE_FIXED);
+}
+
 /* Exact reduction: the Fisher on the world is bitwise the one on world rank 0 alone, and every
  * rank holds the same, for every kind, on the small and on a wider net. */
 static void fisher_world_vs_solo(const Net *net) {
@@ -364,6 +370,7 @@ int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fisher_naive_exact),
         cmocka_unit_test(test_fisher_naive_allreduce),
+        cmocka_unit_test(test_fisher_naive_fixed),
         cmocka_unit_test(test_fisher_world_vs_solo_small),
         cmocka_unit_test(test_fisher_world_vs_solo_wide),
         cmocka_unit_test(test_squared_gradient_is_not_fisher),

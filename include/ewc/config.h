@@ -14,7 +14,7 @@
 typedef enum { METHOD_SGD, METHOD_L2, METHOD_EWC, METHOD_ONLINE_EWC } Method;
 typedef enum { FISHER_EMPIRICAL, FISHER_SAMPLED, FISHER_EXPECTED } FisherKind;
 typedef enum { PENALTY_EXPLICIT, PENALTY_IMPLICIT } PenaltyStep;
-typedef enum { REDUCE_EXACT, REDUCE_ALLREDUCE } ReduceMode;
+typedef enum { REDUCE_EXACT, REDUCE_ALLREDUCE, REDUCE_FIXED, REDUCE_AUTO } ReduceMode; /* fixsum.h */
 typedef enum { OPTIMIZER_SGD, OPTIMIZER_ADAM } Optimizer; /* sgd = 0: what older checkpoints mean */
 
 typedef struct {
@@ -38,7 +38,7 @@ typedef struct {
     double dropout_input;           /* --dropout-input P in [0, 1), default 0 */
     double dropout;                 /* --dropout P in [0, 1) on hidden layers, default 0 */
     PenaltyStep penalty_step;       /* --penalty-step explicit|implicit, default explicit */
-    ReduceMode reduce;              /* --reduce exact|allreduce, default exact */
+    ReduceMode reduce;              /* --reduce exact|allreduce|fixed|auto, default auto */
     int validation;                 /* --validation N held-out training samples (0 = none) */
     int patience;                   /* --patience P: checks without improvement end a task */
     int val_every;                  /* --val-every STEPS of a task between checks (0: each epoch) */
@@ -47,6 +47,7 @@ typedef struct {
     double adam_beta1;              /* --adam-beta1 in [0, 1), default 0.9 */
     double adam_beta2;              /* --adam-beta2 in [0, 1), default 0.999 */
     double adam_eps;                /* --adam-eps > 0, default 1e-8 */
+    int micro_batch;                /* --micro-batch: samples per micro-batch of --reduce fixed (0 = default) */
 
     /* execution: free to change between a run and its resume */
     char out_dir[CONFIG_PATH_MAX];  /* --out, default "out" */

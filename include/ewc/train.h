@@ -12,6 +12,7 @@
 #include "ewc/dist.h"
 #include "ewc/earlystop.h"
 #include "ewc/error.h"
+#include "ewc/fixsum.h"
 #include "ewc/model.h"
 #include "ewc/penalty.h"
 
@@ -27,6 +28,8 @@ typedef struct {
     const Config *cfg;    /* not owned */
     const Dataset *data;  /* not owned */
     Dist dist;
+    ReduceMode reduce;    /* the reduction in use: cfg->reduce, with auto resolved (fixsum.h) */
+    FixSum fix;           /* --reduce fixed: the fixed-point sums (zeroed otherwise) */
     ModelShape shape;
     int dim, classes;     /* input pixels, output classes */
 

@@ -60,7 +60,7 @@ static void loadavg(char *buf, size_t size) {
 }
 
 /* Uniform in [0, 1) from a 64-bit LCG (synthetic penalties and roofline buffers only). */
-static float frand01(unsigned long long *state) {
+static inline float frand01(unsigned long long *state) {
     *state = *state * 6364136223846793005ULL + 1442695040888963407ULL;
     return (float)((*state >> 40) & 0xFFFFFF) / 16777216.0f;
 }
