@@ -110,7 +110,8 @@ static const Flag flags[] = {
      .help = "random seed (task permutations, initialization, batch order, dropout)"},
 
     INT("--tasks", tasks, G_CONTINUAL, 1, 1, 1000,
-        "number of tasks (pixel permutations) learned in sequence"),
+        "number of tasks learned in sequence (split: default classes / --classes-per-task;"
+        " rotated with --angles: one per angle)"),
     ENUM("--method", method, G_CONTINUAL, method_names,
          "how earlier tasks are protected: none, an L2 pull to the old weights, EWC, "
          "or online EWC"),

@@ -31,8 +31,13 @@ int config_tasks_parse_angles(const char *s, double *angles, int max) {
     }
 }
 
-/* Shortest "%.*g" that reads back as V. */
+/* Shortest decimal that reads back as V: fixed-point when it has at most 17 decimals
+ * ("60", "7.5"), else "%.*g". */
 static void shortest(double v, char *buf, size_t size) {
+    for (int d = 0; d <= 17 && fabs(v) < 1e15; d++) {
+        snprintf(buf, size, "%.*f", d, v);
+        if (strtod(buf, NULL) == v) return;
+    }
     for (int prec = 1; prec <= 17; prec++) {
         snprintf(buf, size, "%.*g", prec, v);
         if (strtod(buf, NULL) == v) return;
