@@ -48,7 +48,6 @@ EwcStatus trainer_init(Trainer *t, const Config *cfg, const Dataset *data, MPI_C
     t->params = alloc_floats(np);
     t->grad = alloc_floats(np);
     if (cfg->momentum > 0) t->mom = calloc(np, sizeof(float));
-    t->ybuf = malloc((size_t)cfg->batch);
     long long n_order = cfg->joint ? t->tasks.joint_n : data->train.n;
     t->order = malloc((size_t)(n_order ? n_order : 1) * sizeof(int));
     if (cfg->joint && !(t->order_task = malloc((size_t)n_order * sizeof(int)))) goto nomem;
@@ -64,7 +63,7 @@ EwcStatus trainer_init(Trainer *t, const Config *cfg, const Dataset *data, MPI_C
     t->acc = calloc((size_t)T * T, sizeof(double));
     if (cfg->validation > 0 && !(t->val_acc = calloc((size_t)T * T, sizeof(double)))) goto nomem;
     if ((st = earlystop_init(&t->es, cfg->patience, np, T))) goto fail;
-    if (!t->params || !t->grad || (cfg->momentum > 0 && !t->mom) || !t->ybuf || !t->order ||
+    if (!t->params || !t->grad || (cfg->momentum > 0 && !t->mom) || !t->order ||
         !t->row_y || !t->row_lo || !t->row_hi || !t->row_task || !t->in_sq || !t->initial_acc ||
         !t->acc)
         goto nomem;
@@ -93,7 +92,6 @@ void trainer_free(Trainer *t) {
     free(t->params);
     free(t->grad);
     free(t->mom);
-    free(t->ybuf);
     free(t->order);
     free(t->order_task);
     free(t->row_y);

@@ -47,7 +47,6 @@ typedef struct {
     Activations eval;     /* evaluation chunk (cap = TRAIN_EVAL_CHUNK) */
     float *fisher_sq[MODEL_MAX_LAYERS]; /* (batch, dims[l+1]) per-sample squared deltas */
     float *in_sq;         /* (batch, max(dims[l]) + 1) squared layer inputs */
-    uint8_t *ybuf;        /* (batch) labels of the current batch */
     int *order;           /* (stage samples) training-set indices in the current epoch's order */
     int *order_task;      /* (stage samples) --joint: the task of each; NULL otherwise */
     int *row_y, *row_lo, *row_hi; /* (max(batch, eval chunk)) per batch row: output unit of the
