@@ -34,6 +34,7 @@ EwcStatus trainer_init(Trainer *t, const Config *cfg, const Dataset *data, MPI_C
         /* ranks may differ only on heterogeneous nodes; the largest quantum is then the safest */
         if (MPI_Allreduce(MPI_IN_PLACE, &quantum, 1, MPI_INT, MPI_MAX, comm) != MPI_SUCCESS) {
             ewc_error_set("MPI_Allreduce of the BLAS row quantum failed");
+            tasks_free(&t->tasks);
             return EWC_EMPI;
         }
     }
