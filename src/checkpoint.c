@@ -43,6 +43,14 @@ static const Field fields[] = {
     {"adam_beta2", F_DBL, offsetof(Config, adam_beta2), 2, 0.999, 1},
     {"adam_eps", F_DBL, offsetof(Config, adam_eps), 2, 1e-8, 1},
     {"micro_batch", F_INT, offsetof(Config, micro_batch), 2, 0, 1}, /* --reduce fixed */
+
+    /* task families (tasks.h): a file without them ran permuted tasks, one shared head (0, "") */
+    {"task_family", F_ENUM, offsetof(Config, task_family), 2, 0, 1},
+    {"scenario", F_ENUM, offsetof(Config, scenario), 2, 0, 1},
+    {"classes_per_task", F_INT, offsetof(Config, classes_per_task), 2, 0, 1},
+    {"class_order", F_ENUM, offsetof(Config, class_order), 2, 0, 1},
+    {"angles", F_STR, offsetof(Config, angles), 2, 0, 1},
+    {"joint", F_INT, offsetof(Config, joint), 2, 0, 1},
 };
 #define N_FIELDS (sizeof fields / sizeof fields[0])
 

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ewc/config_tasks.h"
 #include "ewc/dataset.h"
 
 #define HIDDEN_WIDTH_MAX 100000
@@ -109,7 +110,8 @@ static const Flag flags[] = {
      .help = "random seed (task permutations, initialization, batch order, dropout)"},
 
     INT("--tasks", tasks, G_CONTINUAL, 1, 1, 1000,
-        "number of tasks (pixel permutations) learned in sequence"),
+        "number of tasks learned in sequence (split: default classes / --classes-per-task;"
+        " rotated with --angles: one per angle)"),
     ENUM("--method", method, G_CONTINUAL, method_names,
          "how earlier tasks are protected: none, an L2 pull to the old weights, EWC, "
          "or online EWC"),
@@ -125,6 +127,23 @@ static const Flag flags[] = {
     ENUM("--penalty-step", penalty_step, G_CONTINUAL, penalty_names,
          "add the penalty's gradient to the step (explicit), or take the exact proximal "
          "step of the penalty (implicit, stable for any lambda)"),
+    ENUM("--task-family", task_family, G_CONTINUAL, config_family_names,
+         "what distinguishes the tasks: a pixel permutation, a subset of the classes (split), or"
+         " a rotation of the images (see README, Task families)"),
+    ENUM("--scenario", scenario, G_CONTINUAL, config_scenario_names,
+         "output heads: one shared head of a task's classes (domain), one head per task chosen"
+         " by the task label (task), or one head over all classes seen so far (class)"),
+    INT("--classes-per-task", classes_per_task, G_CONTINUAL, 1, 0, 256,
+        "split: classes per task; task t has classes t*K..(t+1)*K-1 of the class order, and"
+        " --tasks defaults to classes / K; 0 = 2 (only with split)"),
+    ENUM("--class-order", class_order, G_CONTINUAL, config_class_order_names,
+         "split: the classes in label order, or in an order drawn from --seed"),
+    PATH("--angles", angles, "A[,A...]", G_CONTINUAL, 1,
+         "rotated: the angle of each task in degrees (counter-clockwise); none = 180 t / tasks"
+         " for task t"),
+    {.flag = "--joint", AT(joint), .group = G_CONTINUAL, .experiment = 1, .kind = K_BOOL,
+     .help = "train on all tasks' data at once (the joint-training upper bound), then evaluate"
+             " every task; needs --method sgd"},
 
     ENUM("--reduce", reduce, G_PARALLEL, reduce_names,
          "gradient reduction: exact (gathers activations; bit-identical for any rank count), "
@@ -509,6 +528,7 @@ EwcStatus config_parse(Config *c, int argc, char **argv) {
                       " --adam-beta1); give --momentum 0 or --optimizer sgd", c->momentum);
         st = EWC_EINVAL;
     }
+    if (st == EWC_OK) st = config_tasks_check(c, argc, argv);
     return st;
 }
 

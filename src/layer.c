@@ -126,3 +126,38 @@ int softmax_forward(float *prob, const float *logits, const uint8_t *y, int n, i
     }
     return correct;
 }
+
+int softmax_ce_active_forward_backward(float *prob, float *loss, float *delta, const float *logits,
+                                       const int *y, const int *lo, const int *hi, int n, int c,
+                                       float scale) {
+    int correct = 0;
+    for (int i = 0; i < n; i++) {
+        int a = lo[i], m_ = hi[i] - lo[i];
+        const float *z = logits + (size_t)i * c + a;
+        float *p = prob + (size_t)i * c, *d = delta + (size_t)i * c;
+        float m;
+        double logsum;
+        for (int k = 0; k < c; k++) p[k] = d[k] = 0.0f;
+        softmax_row(p + a, z, m_, &m, &logsum);
+        int yi = y[i] - a;
+        loss[i] = (float)((double)m + logsum - (double)z[yi]);
+        correct += argmax(z, m_) == yi;
+        for (int k = 0; k < m_; k++) d[a + k] = (p[a + k] - (k == yi ? 1.0f : 0.0f)) * scale;
+    }
+    return correct;
+}
+
+int softmax_active_forward(float *prob, const float *logits, const int *y, const int *lo,
+                           const int *hi, int n, int c) {
+    int correct = 0;
+    for (int i = 0; i < n; i++) {
+        int a = lo[i], m_ = hi[i] - lo[i];
+        const float *z = logits + (size_t)i * c + a;
+        float *p = prob + (size_t)i * c, m;
+        double logsum;
+        for (int k = 0; k < c; k++) p[k] = 0.0f;
+        softmax_row(p + a, z, m_, &m, &logsum);
+        if (y) correct += argmax(z, m_) == y[i] - a;
+    }
+    return correct;
+}

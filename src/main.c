@@ -11,6 +11,7 @@
 #include "ewc/blascore.h"
 #include "ewc/checkpoint.h"
 #include "ewc/config.h"
+#include "ewc/config_tasks.h"
 #include "ewc/dataset.h"
 #include "ewc/dist.h"
 #include "ewc/layer.h"
@@ -86,14 +87,16 @@ static EwcStatus train_main(Config *cfg, BlasCore *blas, MPI_Comm comm, int *rep
     Dataset data = {0};
     Trainer t = {0};
     int have_trainer = 0;
+    Config resolved = *cfg; /* the trainer's: split's --tasks may depend on the data's classes */
     EwcStatus st = rank == 0 ? prepare_out_dir(cfg->out_dir) : EWC_OK;
     if ((st = dist_agree(comm, st, reporter))) goto done;
     st = dataset_load(&data, cfg->data_dir, cfg->train_samples, cfg->test_samples);
     if (st == EWC_OK) st = validation_split(&data, cfg->validation, cfg->seed);
+    if (st == EWC_OK) st = config_tasks_resolve(&resolved, data.n_classes);
     if ((st = dist_agree(comm, st, reporter))) goto done;
     /* --reduce auto becomes the mode it picks, so the summary and checkpoint record it */
-    fixsum_resolve_config(cfg, data.train.dim, data.n_classes);
-    st = trainer_init(&t, cfg, &data, comm);
+    fixsum_resolve_config(&resolved, data.train.dim, config_tasks_outputs(&resolved, data.n_classes));
+    st = trainer_init(&t, &resolved, &data, comm);
     have_trainer = st == EWC_OK;
     if ((st = dist_agree(comm, st, reporter))) goto done;
     if ((st = blascore_verify(blas, &t.shape, cfg->batch, comm, reporter))) goto done;
@@ -111,7 +114,7 @@ static EwcStatus train_main(Config *cfg, BlasCore *blas, MPI_Comm comm, int *rep
         printf("resuming from %s: task %d, epoch %d, step %d\n", ckpt, t.task, t.epoch, t.step);
     print_blas(&t, blas, resume);
     if (rank == 0 && !cfg->quiet)
-        printf("ewc-train: %d tasks, method %s, %zu parameters, %d rank%s, data %s\n", cfg->tasks,
+        printf("ewc-train: %d tasks, method %s, %zu parameters, %d rank%s, data %s\n", t.cfg->tasks,
                config_method_name(cfg->method), t.shape.n_params, size, size > 1 ? "s" : "",
                cfg->data_dir);
     st = run_sequence(&t);

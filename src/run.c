@@ -28,6 +28,7 @@ static EwcStatus curve_add(Trainer *t, int task, double accuracy) {
 
 /* Evaluate tasks 0..LAST into the curve at the current global step. Collective. */
 static EwcStatus curve_evaluate(Trainer *t, int last) {
+    if (t->cfg->joint) last = t->cfg->tasks - 1; /* one stage trains every task */
     for (int j = 0; j <= last; j++) {
         double acc;
         EwcStatus st = trainer_evaluate(t, j, &acc);
@@ -82,7 +83,7 @@ static EwcStatus finish_task(Trainer *t, int task, float *fisher, double t_start
     int T = c->tasks, used = 0, stop;
     EwcStatus st;
     if (c->patience) {
-        long long max_steps = (long long)c->epochs * trainer_steps_per_epoch(t);
+        long long max_steps = (long long)c->epochs * trainer_task_steps_per_epoch(t, task);
         if (steps_trained == max_steps && c->val_every && max_steps % c->val_every)
             if ((st = validation_check(t, task, steps_trained, &stop))) return st;
         /* the momentum belongs to the discarded trajectory after the best check: start the
@@ -128,10 +129,11 @@ static void warn_stability(const Trainer *t, int task) {
 
 EwcStatus run_sequence(Trainer *t) {
     const Config *c = t->cfg;
-    int T = c->tasks, E = c->epochs, spe = trainer_steps_per_epoch(t), N = t->data->train.n;
-    int root = t->dist.rank == 0;
+    int T = c->tasks, E = c->epochs, spe, N;
+    int root = t->dist.rank == 0, stages = c->joint ? 1 : T; /* --joint: one stage, all tasks */
     double t_start = MPI_Wtime();
-    long long steps_total = (long long)T * E * spe, steps_at_start = t->global_step;
+    long long steps_total = 0, steps_at_start = t->global_step;
+    for (int k = 0; k < stages; k++) steps_total += (long long)E * trainer_task_steps_per_epoch(t, k);
     EwcStatus st = EWC_OK;
     float *fisher = malloc(t->shape.n_params * sizeof(float));
     if (!fisher) {
@@ -142,7 +144,9 @@ EwcStatus run_sequence(Trainer *t) {
         for (int j = 0; j < T && !st; j++) st = trainer_evaluate(t, j, &t->initial_acc[j]);
     if (st) goto done;
 
-    for (int task = t->task; task < T; task++) {
+    for (int task = t->task; task < stages; task++) {
+        spe = trainer_task_steps_per_epoch(t, task);
+        N = trainer_task_samples(t, task);
         warn_stability(t, task);
         int stop_task = 0;
         long long steps_trained = (long long)E * spe;

@@ -9,7 +9,6 @@
 #include "ewc/diverge.h"
 #include "ewc/layer.h"
 #include "ewc/optim.h"
-#include "ewc/permute.h"
 #include "ewc/rng.h"
 #include "ewc/tile.h"
 
@@ -20,9 +19,14 @@ EwcStatus trainer_init(Trainer *t, const Config *cfg, const Dataset *data, MPI_C
     t->cfg = cfg;
     t->data = data;
     t->dim = data->train.dim;
-    t->classes = data->n_classes;
-    EwcStatus st = model_shape_init(&t->shape, t->dim, cfg->hidden, cfg->n_hidden, t->classes);
+    EwcStatus st = tasks_init(&t->tasks, cfg, data);
     if (st) return st;
+    t->classes = t->tasks.outputs;
+    t->perm = t->tasks.perm;
+    if ((st = model_shape_init(&t->shape, t->dim, cfg->hidden, cfg->n_hidden, t->classes))) {
+        tasks_free(&t->tasks);
+        return st;
+    }
     t->reduce = cfg->reduce == REDUCE_AUTO ? fixsum_choose(&t->shape, cfg->batch) : cfg->reduce;
     /* the exact reduction splits products only on the BLAS tile grid (tile.h); so does the
      * evaluation, which the fixed one must keep rank-count independent too */
@@ -34,19 +38,25 @@ EwcStatus trainer_init(Trainer *t, const Config *cfg, const Dataset *data, MPI_C
         /* ranks may differ only on heterogeneous nodes; the largest quantum is then the safest */
         if (MPI_Allreduce(MPI_IN_PLACE, q_oom, 2, MPI_INT, MPI_MAX, comm) != MPI_SUCCESS) {
             ewc_error_set("MPI_Allreduce of the BLAS row quantum failed");
+            tasks_free(&t->tasks);
             return EWC_EMPI;
         }
         if (q_oom[1]) {
             ewc_error_set("out of memory probing the BLAS tile grid (%zu parameters)",
                           t->shape.n_params);
+            tasks_free(&t->tasks);
             return EWC_ENOMEM;
         }
         quantum = q_oom[0];
     }
-    if ((st = dist_init(&t->dist, comm, &t->shape, quantum))) return st;
+    if ((st = dist_init(&t->dist, comm, &t->shape, quantum))) {
+        tasks_free(&t->tasks);
+        return st;
+    }
     if (t->reduce == REDUCE_FIXED &&
         (st = fixsum_init(&t->fix, comm, &t->shape, cfg->micro_batch, cfg->batch, quantum))) {
         dist_free(&t->dist);
+        tasks_free(&t->tasks);
         return st;
     }
     size_t np = t->shape.n_params;
@@ -56,9 +66,14 @@ EwcStatus trainer_init(Trainer *t, const Config *cfg, const Dataset *data, MPI_C
     t->params = alloc_floats(np);
     t->grad = alloc_floats(np);
     if (cfg->momentum > 0) t->mom = calloc(np, sizeof(float));
-    t->perm = calloc((size_t)T, sizeof *t->perm);
-    t->ybuf = malloc((size_t)cfg->batch);
-    t->order = malloc((size_t)data->train.n * sizeof(int));
+    long long n_order = cfg->joint ? t->tasks.joint_n : data->train.n;
+    t->order = malloc((size_t)(n_order ? n_order : 1) * sizeof(int));
+    if (cfg->joint && !(t->order_task = malloc((size_t)n_order * sizeof(int)))) goto nomem;
+    int rows = cfg->batch > TRAIN_EVAL_CHUNK ? cfg->batch : TRAIN_EVAL_CHUNK;
+    t->row_y = malloc((size_t)rows * sizeof(int));
+    t->row_lo = malloc((size_t)rows * sizeof(int));
+    t->row_hi = malloc((size_t)rows * sizeof(int));
+    t->row_task = malloc((size_t)rows * sizeof(int));
     t->train_x = malloc((size_t)data->train.n * t->dim); /* optional: NULL means gather */
     t->train_x_task = -1;
     t->in_sq = alloc_floats((size_t)cfg->batch * (maxdim + 1));
@@ -66,16 +81,13 @@ EwcStatus trainer_init(Trainer *t, const Config *cfg, const Dataset *data, MPI_C
     t->acc = calloc((size_t)T * T, sizeof(double));
     if (cfg->validation > 0 && !(t->val_acc = calloc((size_t)T * T, sizeof(double)))) goto nomem;
     if ((st = earlystop_init(&t->es, cfg->patience, np, T))) goto fail;
-    if (!t->params || !t->grad || (cfg->momentum > 0 && !t->mom) || !t->perm || !t->ybuf ||
-        !t->order || !t->in_sq || !t->initial_acc || !t->acc)
+    if (!t->params || !t->grad || (cfg->momentum > 0 && !t->mom) || !t->order ||
+        !t->row_y || !t->row_lo || !t->row_hi || !t->row_task || !t->in_sq || !t->initial_acc ||
+        !t->acc)
         goto nomem;
     for (int l = 0; l < L; l++)
         if (!(t->fisher_sq[l] = alloc_floats((size_t)cfg->batch * t->shape.dims[l + 1])))
             goto nomem;
-    for (int k = 0; k < T; k++) {
-        if (!(t->perm[k] = malloc((size_t)t->dim * sizeof(int)))) goto nomem;
-        if ((st = permute_task(t->perm[k], t->dim, cfg->permute_fraction, cfg->seed, k))) goto fail;
-    }
     if ((st = model_acts_alloc(&t->acts, &t->shape, cfg->batch))) goto fail;
     if ((st = model_acts_alloc(&t->eval, &t->shape, TRAIN_EVAL_CHUNK))) goto fail;
     if ((st = penalty_init(&t->pen, cfg->method, cfg->lambda, cfg->gamma, np))) goto fail;
@@ -93,15 +105,17 @@ fail:
 }
 
 void trainer_free(Trainer *t) {
-    if (t->perm)
-        for (int k = 0; k < t->cfg->tasks; k++) free(t->perm[k]);
     for (int l = 0; l < MODEL_MAX_LAYERS; l++) free(t->fisher_sq[l]);
-    free(t->perm);
+    tasks_free(&t->tasks); /* owns t->perm */
     free(t->params);
     free(t->grad);
     free(t->mom);
-    free(t->ybuf);
     free(t->order);
+    free(t->order_task);
+    free(t->row_y);
+    free(t->row_lo);
+    free(t->row_hi);
+    free(t->row_task);
     free(t->train_x);
     free(t->in_sq);
     free(t->initial_acc);
@@ -118,24 +132,36 @@ void trainer_free(Trainer *t) {
     memset(t, 0, sizeof *t);
 }
 
-/* X (n, d) under permutation PERM into OUT (n, d): out[i][k] = x[i][perm[k]]. */
-static void permute_images(uint8_t *out, const uint8_t *x, const int *perm, size_t n, int d) {
-    for (size_t i = 0; i < n; i++, out += d, x += d)
-        for (int k = 0; k < d; k++) out[k] = x[perm[k]];
-}
-
 void trainer_begin_epoch(Trainer *t, int task, int epoch) {
-    if (t->train_x && t->train_x_task != task) {
-        permute_images(t->train_x, t->data->train.x, t->perm[task], (size_t)t->data->train.n,
-                       t->dim);
+    const TaskSet *ts = &t->tasks;
+    if (t->train_x && t->train_x_task != task && !ts->joint) {
+        tasks_transform_images(ts, task, t->train_x, t->data->train.x, (size_t)t->data->train.n);
         t->train_x_task = task;
     }
-    rng_permutation(t->order, t->data->train.n, t->cfg->seed, RNG_EPOCH_ORDER, (uint32_t)task,
-                    (uint32_t)epoch);
+    int n = trainer_task_samples(t, task);
+    rng_permutation(t->order, n, t->cfg->seed, RNG_EPOCH_ORDER, (uint32_t)task, (uint32_t)epoch);
+    /* positions in the task's sample list (or the joint list) to training-set indices */
+    for (int i = 0; ts->joint && i < n; i++)
+        tasks_joint_sample(ts, t->order[i], &t->order_task[i], &t->order[i]);
+    if (!ts->joint && ts->train_idx)
+        for (int i = 0; i < n; i++) t->order[i] = ts->train_idx[task][t->order[i]];
+}
+
+int trainer_task_samples(const Trainer *t, int task) {
+    return t->tasks.joint ? (int)t->tasks.joint_n : t->tasks.n_train[task];
+}
+
+int trainer_task_steps_per_epoch(const Trainer *t, int task) {
+    return (trainer_task_samples(t, task) + t->cfg->batch - 1) / t->cfg->batch;
 }
 
 int trainer_steps_per_epoch(const Trainer *t) {
-    return (t->data->train.n + t->cfg->batch - 1) / t->cfg->batch;
+    int m = 0;
+    for (int k = 0; k < t->cfg->tasks; k++) {
+        int s = trainer_task_steps_per_epoch(t, k);
+        m = s > m ? s : m;
+    }
+    return m;
 }
 
 #define FILL_AHEAD 4 /* rows prefetched ahead when filling a batch */
@@ -146,11 +172,11 @@ static void pixels_to_unit(float *restrict out, const uint8_t *restrict x, int d
     for (int k = 0; k < d; k++) out[k] = (float)x[k] * (1.0f / 255.0f);
 }
 
-void trainer_fill_input(const Trainer *t, Activations *a, const Split *split, int task,
-                        const int *idx, int first, int r0, int r1) {
+/* trainer_fill_input with, for --joint, the task of each row in ROW_TASK (else NULL). */
+static void fill_rows(const Trainer *t, Activations *a, const Split *split, int task,
+                      const int *idx, const int *row_task, int first, int r0, int r1) {
     int d = t->dim;
-    const int *perm = t->perm[task];
-    if (split == &t->data->train && task == t->train_x_task) { /* already permuted: a copy */
+    if (split == &t->data->train && task == t->train_x_task && !row_task) { /* a copy */
         for (int i = r0; i < r1; i++) {
             /* rows are random in a large buffer: fetch a few rows ahead, not one line at a time */
             if (i + FILL_AHEAD < r1) {
@@ -165,8 +191,23 @@ void trainer_fill_input(const Trainer *t, Activations *a, const Split *split, in
     }
     for (int i = r0; i < r1; i++) {
         const uint8_t *x = split->x + (size_t)(idx ? idx[i] : first + i) * d;
-        float *row = a->act[0] + (size_t)i * (d + 1);
-        for (int k = 0; k < d; k++) row[k] = (float)x[perm[k]] * (1.0f / 255.0f);
+        tasks_fill_row(&t->tasks, row_task ? row_task[i] : task, a->act[0] + (size_t)i * (d + 1), x);
+    }
+}
+
+void trainer_fill_input(const Trainer *t, Activations *a, const Split *split, int task,
+                        const int *idx, int first, int r0, int r1) {
+    fill_rows(t, a, split, task, idx, NULL, first, r0, r1);
+}
+
+/* Rows [r0, r1) of t->row_y, row_lo, row_hi for samples of SPLIT (as in fill_rows): the output
+ * unit of each label and the active units, with tasks up to SEEN seen (tasks.h). */
+static void fill_labels(Trainer *t, const Split *split, int task, const int *idx,
+                        const int *row_task, int first, int r0, int r1, int seen) {
+    for (int i = r0; i < r1; i++) {
+        int k = row_task ? row_task[i] : task;
+        t->row_y[i] = tasks_unit(&t->tasks, k, split->y[idx ? idx[i] : first + i]);
+        tasks_active(&t->tasks, k, seen, &t->row_lo[i], &t->row_hi[i]);
     }
 }
 
@@ -239,8 +280,9 @@ EwcStatus trainer_step(Trainer *t, int task, int epoch, int step, double *loss) 
     const ModelShape *s = &t->shape;
     Activations *a = &t->acts;
     int L = s->n_layers, pos0 = step * c->batch;
-    int n = t->data->train.n - pos0 < c->batch ? t->data->train.n - pos0 : c->batch;
-    const int *idx = t->order + pos0;
+    int n_task = trainer_task_samples(t, task);
+    int n = n_task - pos0 < c->batch ? n_task - pos0 : c->batch;
+    const int *idx = t->order + pos0, *rtask = t->order_task ? t->order_task + pos0 : NULL;
     int s0, s1, exact = t->reduce == REDUCE_EXACT, fixed = t->reduce == REDUCE_FIXED;
     dist_shard(&t->dist, n, t->dist.rank, &s0, &s1);
     if (fixed) fixsum_rows(&t->fix, n, &s0, &s1); /* this rank's micro-batches */
@@ -248,22 +290,23 @@ EwcStatus trainer_step(Trainer *t, int task, int epoch, int step, double *loss) 
 
     /* exact mode needs every row of the input for the weight gradients of layer 0 */
     int f0 = exact ? 0 : s0, f1 = exact ? n : s1;
-    trainer_fill_input(t, a, &t->data->train, task, idx, 0, f0, f1);
+    fill_rows(t, a, &t->data->train, task, idx, rtask, 0, f0, f1);
     if (c->dropout_input > 0)
         relu_dropout_forward(a->act[0] + (size_t)f0 * (t->dim + 1), f1 - f0, t->dim, t->dim + 1,
                              0, (float)c->dropout_input, c->seed, (uint32_t)task, (uint32_t)epoch,
                              (uint64_t)pos0 + (uint64_t)f0, 0);
-    for (int i = s0; i < s1; i++) t->ybuf[i] = t->data->train.y[idx[i]];
+    fill_labels(t, &t->data->train, task, idx, rtask, 0, s0, s1, task);
 
     Dropout drop = {(float)c->dropout, c->seed, (uint32_t)task, (uint32_t)epoch, (uint64_t)pos0};
     for (int b = s0, e; b < s1; b = e) { /* fixed: per micro-batch, or merged (fixsum.h) */
         e = fixed ? fixsum_call_end(&t->fix, b, s1) : s1;
         model_forward(a, s, t->params, b, e, &drop);
     }
-    softmax_ce_forward_backward(a->prob + (size_t)s0 * t->classes, a->loss + s0,
-                                a->delta[L - 1] + (size_t)s0 * t->classes,
-                                a->logits + (size_t)s0 * t->classes, t->ybuf + s0, s1 - s0,
-                                t->classes, 1.0f / (float)n);
+    softmax_ce_active_forward_backward(a->prob + (size_t)s0 * t->classes, a->loss + s0,
+                                       a->delta[L - 1] + (size_t)s0 * t->classes,
+                                       a->logits + (size_t)s0 * t->classes, t->row_y + s0,
+                                       t->row_lo + s0, t->row_hi + s0, s1 - s0, t->classes,
+                                       1.0f / (float)n);
     for (int b = s0, e; b < s1; b = e) {
         e = fixed ? fixsum_call_end(&t->fix, b, s1) : s1;
         model_backward_deltas(a, s, t->params, b, e, (float)c->dropout);
@@ -281,11 +324,15 @@ EwcStatus trainer_step(Trainer *t, int task, int epoch, int step, double *loss) 
     *loss = sum / n;
     /* never apply an update from a non-finite loss; the bound is checked by the caller */
     if (!isfinite(*loss)) return diverge_check(*loss, t->classes, task, epoch, step);
+    /* the output rows of inactive heads must not move (tasks.h) */
+    float *const slabs[4] = {t->params, t->mom, t->adam.m, t->adam.v};
+    if ((st = tasks_freeze(&t->tasks, s, task, slabs, 4))) return st;
     if (c->optimizer == OPTIMIZER_ADAM)
         adam_step(&t->adam, t->params, t->grad, &t->pen, (float)c->lr, c->penalty_step);
     else
         optim_step(t->params, t->grad, t->mom, &t->pen, (float)c->lr, (float)c->momentum,
                    c->penalty_step);
+    tasks_thaw(&t->tasks, s, task, slabs, 4);
     return EWC_OK;
 }
 
@@ -298,52 +345,67 @@ EwcStatus trainer_evaluate_split(Trainer *t, const Split *test, int task, double
     int s0, s1, q = t->dist.quantum;
     /* chunks of whole quanta, so every split of the test set falls on the tile grid */
     int chunk = TRAIN_EVAL_CHUNK / q * q > 0 ? TRAIN_EVAL_CHUNK / q * q : TRAIN_EVAL_CHUNK;
-    dist_shard(&t->dist, test->n, t->dist.rank, &s0, &s1);
+    const int *list;
+    int total = tasks_samples(&t->tasks, t->data, test, task, &list);
+    dist_shard(&t->dist, total, t->dist.rank, &s0, &s1);
     long long correct = 0;
     for (int first = s0; first < s1; first += chunk) {
         int n = s1 - first < chunk ? s1 - first : chunk;
-        trainer_fill_input(t, a, test, task, NULL, first, 0, n);
+        const int *idx = list ? list + first : NULL;
+        trainer_fill_input(t, a, test, task, idx, first, 0, n);
+        fill_labels(t, test, task, idx, NULL, first, 0, n, t->task);
         model_forward(a, &t->shape, t->params, 0, n, NULL);
-        correct += softmax_forward(a->prob, a->logits, test->y + first, n, t->classes);
+        correct += softmax_active_forward(a->prob, a->logits, t->row_y, t->row_lo, t->row_hi, n,
+                                          t->classes);
     }
     EwcStatus st = t->dist.size > 1 ? dist_allreduce_i64(t->dist.comm, &correct, 1) : EWC_OK;
     if (st) return st;
-    *accuracy = test->n ? (double)correct / test->n : 0.0;
+    *accuracy = total ? (double)correct / total : 0.0;
     return EWC_OK;
 }
 
 /* Per-sample squared deltas SQ[l] (rows s0..s1) for the Fisher kind, from the forward pass
- * already in A. Expected: sum over classes k of p_k * (delta_l for label k)^2, one backward
- * pass per class. */
-static void fisher_deltas(Trainer *t, Activations *a, FisherKind kind, int task, const int *idx,
+ * already in A, over each row's active outputs [row_lo, row_hi) (tasks.h: log p(y|x) is the
+ * softmax over those). Expected: sum over active classes k of p_k * (delta_l for label k)^2,
+ * one backward pass per class. KEY: the sample keys of the sampled labels. */
+static void fisher_deltas(Trainer *t, Activations *a, FisherKind kind, int task, const int *key,
                           int s0, int s1) {
     const ModelShape *s = &t->shape;
-    int L = s->n_layers, C = t->classes;
-    softmax_forward(a->prob + (size_t)s0 * C, a->logits + (size_t)s0 * C, NULL, s1 - s0, C);
-    int n_pass = kind == FISHER_EXPECTED ? C : 1;
+    int L = s->n_layers, C = t->classes, k0 = C, k1 = 0;
+    const int *lo = t->row_lo, *hi = t->row_hi;
+    softmax_active_forward(a->prob + (size_t)s0 * C, a->logits + (size_t)s0 * C, NULL, lo + s0,
+                           hi + s0, s1 - s0, C);
+    for (int i = s0; i < s1; i++) { /* the passes: every row's active classes */
+        k0 = lo[i] < k0 ? lo[i] : k0;
+        k1 = hi[i] > k1 ? hi[i] : k1;
+    }
+    if (kind != FISHER_EXPECTED) k1 = k0 + 1;
     for (int l = 0; l < L; l++) memset(t->fisher_sq[l] + (size_t)s0 * s->dims[l + 1], 0,
                                        (size_t)(s1 - s0) * s->dims[l + 1] * sizeof(float));
-    for (int k = 0; k < n_pass; k++) {
+    for (int k = k0; k < k1; k++) {
         for (int i = s0; i < s1; i++) {
             const float *p = a->prob + (size_t)i * C;
             float *d = a->delta[L - 1] + (size_t)i * C;
             int y = k;
             if (kind == FISHER_EMPIRICAL) {
-                y = t->data->train.y[idx[i]];
+                y = t->row_y[i];
             } else if (kind == FISHER_SAMPLED) {
                 /* inverse-CDF draw of y ~ p(.|x), keyed by the sample's index in the dataset */
                 float u = rng_uniform(t->cfg->seed, RNG_FISHER_LABEL, (uint32_t)task, 0,
-                                      (uint64_t)idx[i]);
+                                      (uint64_t)key[i]);
                 float cum = 0.0f;
-                for (y = 0; y < C - 1; y++)
+                for (y = lo[i]; y < hi[i] - 1; y++)
                     if (u < (cum += p[y])) break;
             }
-            for (int j = 0; j < C; j++) d[j] = p[j] - (j == y ? 1.0f : 0.0f);
+            for (int j = 0; j < C; j++) d[j] = 0.0f;
+            if (y < lo[i] || y >= hi[i]) continue; /* expected: not one of this row's classes */
+            for (int j = lo[i]; j < hi[i]; j++) d[j] = p[j] - (j == y ? 1.0f : 0.0f);
         }
         model_backward_deltas(a, s, t->params, s0, s1, 0.0f);
         for (int l = 0; l < L; l++) {
             int w = s->dims[l + 1];
             for (int i = s0; i < s1; i++) {
+                if (kind == FISHER_EXPECTED && (k < lo[i] || k >= hi[i])) continue;
                 float wgt = kind == FISHER_EXPECTED ? a->prob[(size_t)i * C + k] : 1.0f;
                 const float *d = a->delta[l] + (size_t)i * w;
                 float *q = t->fisher_sq[l] + (size_t)i * w;
@@ -357,27 +419,44 @@ EwcStatus trainer_fisher(Trainer *t, int task, FisherKind kind, int n, float *fi
     const ModelShape *s = &t->shape;
     const Config *c = t->cfg;
     Activations *a = &t->acts;
-    int N = t->data->train.n, exact = t->reduce == REDUCE_EXACT, fixed = t->reduce == REDUCE_FIXED;
+    const TaskSet *ts = &t->tasks;
+    int N = trainer_task_samples(t, task);
+    int exact = t->reduce == REDUCE_EXACT, fixed = t->reduce == REDUCE_FIXED;
     if (n <= 0 || n > N) n = N;
-    /* which samples: a fixed random subset (all of them when n = N), in chunks of --batch */
-    int *idx = malloc((size_t)N * sizeof(int));
-    if (!idx) {
+    /* which samples: a fixed random subset (all of them when n = N), in chunks of --batch;
+     * KEY holds positions in the task's sample list (--joint: joint indices), IDX the training
+     * set indices, RTASK (--joint) the task of each */
+    int *idx = malloc((size_t)N * sizeof(int)), *key = malloc((size_t)N * sizeof(int));
+    int *rtask = ts->joint ? malloc((size_t)N * sizeof(int)) : NULL;
+    if (!idx || !key || (ts->joint && !rtask)) {
+        free(idx);
+        free(key);
+        free(rtask);
         ewc_error_set("out of memory for the Fisher's sample order");
         return EWC_ENOMEM;
     }
-    rng_permutation(idx, N, c->seed, RNG_FISHER_ORDER, (uint32_t)task, 0);
+    rng_permutation(key, N, c->seed, RNG_FISHER_ORDER, (uint32_t)task, 0);
+    for (int i = 0; i < N; i++) {
+        if (ts->joint) tasks_joint_sample(ts, key[i], &rtask[i], &idx[i]);
+        else idx[i] = ts->train_idx ? ts->train_idx[task][key[i]] : key[i];
+    }
+    /* the sampled labels stay keyed by the training-set index (as before split tasks existed),
+     * except --joint, where one image is a sample of several tasks */
+    if (!ts->joint) memcpy(key, idx, (size_t)N * sizeof(int));
     memset(fisher, 0, s->n_params * sizeof(float));
     EwcStatus st = EWC_OK;
     for (int first = 0; first < n; first += c->batch) {
         int m = n - first < c->batch ? n - first : c->batch, s0, s1;
         dist_shard(&t->dist, m, t->dist.rank, &s0, &s1);
         if (fixed) fixsum_rows(&t->fix, m, &s0, &s1); /* this rank's micro-batches */
-        trainer_fill_input(t, a, &t->data->train, task, idx + first, 0, exact ? 0 : s0,
-                           exact ? m : s1);
+        const int *rt = rtask ? rtask + first : NULL;
+        fill_rows(t, a, &t->data->train, task, idx + first, rt, 0, exact ? 0 : s0,
+                  exact ? m : s1);
+        fill_labels(t, &t->data->train, task, idx + first, rt, 0, s0, s1, task);
         for (int b = s0, e; b < s1; b = e) { /* fixed: per micro-batch, or merged */
             e = fixed ? fixsum_call_end(&t->fix, b, s1) : s1;
             model_forward(a, s, t->params, b, e, NULL);
-            fisher_deltas(t, a, kind, task, idx + first, b, e);
+            fisher_deltas(t, a, kind, task, key + first, b, e);
         }
         if ((st = reduce_batch(t, a, t->fisher_sq, fisher, m, s0, s1, 1))) goto done;
     }
@@ -390,5 +469,7 @@ EwcStatus trainer_fisher(Trainer *t, int task, FisherKind kind, int n, float *fi
     *used = n;
 done:
     free(idx);
+    free(key);
+    free(rtask);
     return st;
 }

@@ -16,6 +16,10 @@ typedef enum { FISHER_EMPIRICAL, FISHER_SAMPLED, FISHER_EXPECTED } FisherKind;
 typedef enum { PENALTY_EXPLICIT, PENALTY_IMPLICIT } PenaltyStep;
 typedef enum { REDUCE_EXACT, REDUCE_ALLREDUCE, REDUCE_FIXED, REDUCE_AUTO } ReduceMode; /* fixsum.h */
 typedef enum { OPTIMIZER_SGD, OPTIMIZER_ADAM } Optimizer; /* sgd = 0: what older checkpoints mean */
+/* task families and scenarios (tasks.h); 0 = what runs before they existed did */
+typedef enum { FAMILY_PERMUTED, FAMILY_SPLIT, FAMILY_ROTATED } TaskFamily;
+typedef enum { SCENARIO_DOMAIN, SCENARIO_TASK, SCENARIO_CLASS } Scenario;
+typedef enum { CLASS_ORDER_NATURAL, CLASS_ORDER_SEEDED } ClassOrder;
 
 typedef struct {
     /* experiment: changing any of these changes the results, so a resume must refuse it */
@@ -48,6 +52,13 @@ typedef struct {
     double adam_beta2;              /* --adam-beta2 in [0, 1), default 0.999 */
     double adam_eps;                /* --adam-eps > 0, default 1e-8 */
     int micro_batch;                /* --micro-batch: samples per micro-batch of --reduce fixed (0 = default) */
+
+    TaskFamily task_family;         /* --task-family permuted|split|rotated, default permuted */
+    Scenario scenario;              /* --scenario domain|task|class, default domain */
+    int classes_per_task;           /* --classes-per-task K (split; default 2); 0 = all classes */
+    ClassOrder class_order;         /* --class-order natural|seeded (split), default natural */
+    char angles[CONFIG_PATH_MAX];   /* --angles A[,A...] degrees (rotated); "" = evenly spaced */
+    int joint;                      /* --joint: all tasks' data at once (the upper bound) */
 
     /* execution: free to change between a run and its resume */
     char out_dir[CONFIG_PATH_MAX];  /* --out, default "out" */

@@ -52,4 +52,14 @@ int softmax_ce_forward_backward(float *prob, float *loss, float *delta, const fl
  * NULL, then 0). */
 int softmax_forward(float *prob, const float *logits, const uint8_t *y, int n, int c);
 
+/* The same over active output units only (tasks.h): row i's softmax, loss and argmax see
+ * units [lo[i], hi[i]) of its c logits; prob and delta are 0 outside them. y[i] is the output
+ * unit of row i's label (inside its range). With lo = 0, hi = c for every row these compute
+ * bit for bit what the two functions above do. */
+int softmax_ce_active_forward_backward(float *prob, float *loss, float *delta, const float *logits,
+                                       const int *y, const int *lo, const int *hi, int n, int c,
+                                       float scale);
+int softmax_active_forward(float *prob, const float *logits, const int *y, const int *lo,
+                           const int *hi, int n, int c);
+
 #endif

@@ -14,8 +14,9 @@ typedef enum {
     RNG_FISHER_LABEL,  /* a = task, index = sample: label drawn from the model (sampled Fisher) */
     RNG_FISHER_ORDER,  /* a = task: which training samples the Fisher averages over */
     RNG_VALIDATION_SPLIT = 7, /* a = b = 0: which training samples are held out (validation.h) */
-    RNG_PERM_SUBSET = 8 /* a = task, b = 0: the pixels a partial permutation moves; b = 1 + k:
+    RNG_PERM_SUBSET = 8, /* a = task, b = 0: the pixels a partial permutation moves; b = 1 + k:
                            attempt k at rearranging them (permute.h) */
+    RNG_CLASS_ORDER = 9 /* a = b = 0: the seeded class order of split tasks (tasks.h) */
 } RngPurpose;
 
 /* Four independent 32-bit words for counter (a, b, index) under key (seed, purpose). */

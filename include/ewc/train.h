@@ -15,6 +15,7 @@
 #include "ewc/fixsum.h"
 #include "ewc/model.h"
 #include "ewc/penalty.h"
+#include "ewc/tasks.h"
 
 #define TRAIN_EVAL_CHUNK 1000 /* test samples per forward pass during evaluation */
 
@@ -31,14 +32,15 @@ typedef struct {
     ReduceMode reduce;    /* the reduction in use: cfg->reduce, with auto resolved (fixsum.h) */
     FixSum fix;           /* --reduce fixed: the fixed-point sums (zeroed otherwise) */
     ModelShape shape;
-    int dim, classes;     /* input pixels, output classes */
+    int dim, classes;     /* input pixels, output units (tasks.h: the scenario's outputs) */
+    TaskSet tasks;        /* what each task does to inputs, labels and outputs (tasks.h) */
 
     float *params;        /* (n_params) theta, layout of model.h */
     float *grad;          /* (n_params) mean gradient of the current batch */
     float *mom;           /* (n_params) momentum, NULL when --momentum 0 */
     Adam adam;            /* --optimizer adam: moments and step count (NULL moments for sgd) */
     Penalty pen;          /* running sums of the finished tasks */
-    int **perm;           /* (tasks) pixel permutation of each task, (dim) each */
+    int **perm;           /* (tasks) pixel permutation of each task, (dim) each; = tasks.perm */
     uint8_t *train_x;     /* (train n, dim) the training images under task train_x_task's
                            * permutation, so a batch is a contiguous copy, not a gather; NULL
                            * if it did not fit in memory (then batches gather) */
@@ -48,8 +50,11 @@ typedef struct {
     Activations eval;     /* evaluation chunk (cap = TRAIN_EVAL_CHUNK) */
     float *fisher_sq[MODEL_MAX_LAYERS]; /* (batch, dims[l+1]) per-sample squared deltas */
     float *in_sq;         /* (batch, max(dims[l]) + 1) squared layer inputs */
-    uint8_t *ybuf;        /* (batch) labels of the current batch */
-    int *order;           /* (train n) sample order of the current epoch */
+    int *order;           /* (stage samples) training-set indices in the current epoch's order */
+    int *order_task;      /* (stage samples) --joint: the task of each; NULL otherwise */
+    int *row_y, *row_lo, *row_hi; /* (max(batch, eval chunk)) per batch row: output unit of the
+                           * label and the active units [lo, hi) (tasks.h) */
+    int *row_task;        /* (batch) --joint: per-row task of the Fisher's samples */
 
     /* position in the sequence */
     int task, epoch, step; /* next step to run */
@@ -77,18 +82,25 @@ typedef struct {
 EwcStatus trainer_init(Trainer *t, const Config *cfg, const Dataset *data, MPI_Comm comm);
 void trainer_free(Trainer *t);
 
-/* Draw the sample order of (task, epoch) into t->order; on a new task, permute the training
+/* Draw the sample order of (task, epoch) into t->order (a permutation of the task's training
+ * samples, tasks.h; --joint: of every task's samples); on a new task, transform the training
  * images into t->train_x. */
 void trainer_begin_epoch(Trainer *t, int task, int epoch);
 
-/* Number of steps in one epoch (the last batch may be partial). */
+/* Training samples of TASK (split: those of its classes; --joint: of all tasks, any TASK) and
+ * the steps of one of its epochs (the last batch may be partial). */
+int trainer_task_samples(const Trainer *t, int task);
+int trainer_task_steps_per_epoch(const Trainer *t, int task);
+
+/* The largest number of steps in one epoch of any task (all tasks have the same unless split). */
 int trainer_steps_per_epoch(const Trainer *t);
 
 /* One optimizer step (SGD or Adam) on global batch STEP of the current epoch order; *LOSS gets the batch's mean
  * data loss (identical on every rank). EWC_ENAN if it is not finite. Collective. */
 EwcStatus trainer_step(Trainer *t, int task, int epoch, int step, double *loss);
 
-/* Test accuracy on TASK (fraction in [0, 1], identical on every rank). Collective. */
+/* Test accuracy on TASK (fraction in [0, 1], identical on every rank): over TASK's test samples,
+ * the argmax over its active outputs with tasks up to t->task seen (tasks.h). Collective. */
 EwcStatus trainer_evaluate(Trainer *t, int task, double *accuracy);
 
 /* The same on SPLIT (e.g. &t->data->val) under TASK's permutation. Collective. */
