@@ -67,7 +67,9 @@ EwcStatus trainer_init(Trainer *t, const Config *cfg, const Dataset *data, MPI_C
     if (cfg->optimizer == OPTIMIZER_ADAM &&
         (st = adam_init(&t->adam, np, cfg->adam_beta1, cfg->adam_beta2, cfg->adam_eps)))
         goto fail;
+    if (cfg->method == METHOD_SI && (st = si_init(&t->si, np, cfg->si_xi))) goto fail;
     model_init_params(t->params, &t->shape, cfg->seed);
+    si_begin_task(&t->si, t->params);
     return EWC_OK;
 nomem:
     ewc_error_set("out of memory allocating the trainer (%zu parameters)", np);
@@ -98,6 +100,7 @@ void trainer_free(Trainer *t) {
     model_acts_free(&t->eval);
     penalty_free(&t->pen);
     adam_free(&t->adam);
+    si_free(&t->si);
     dist_free(&t->dist);
     memset(t, 0, sizeof *t);
 }
@@ -256,11 +259,13 @@ EwcStatus trainer_step(Trainer *t, int task, int epoch, int step, double *loss) 
                       " or --lambda, or use --penalty-step implicit)", *loss, task, epoch, step);
         return EWC_ENAN;
     }
+    /* --method si: the path integral is accumulated in the same pass (t->si.w, else NULL) */
     if (c->optimizer == OPTIMIZER_ADAM)
-        adam_step(&t->adam, t->params, t->grad, &t->pen, (float)c->lr, c->penalty_step);
+        adam_step_si(&t->adam, t->params, t->grad, &t->pen, (float)c->lr, c->penalty_step,
+                     t->si.w);
     else
-        optim_step(t->params, t->grad, t->mom, &t->pen, (float)c->lr, (float)c->momentum,
-                   c->penalty_step);
+        optim_step_si(t->params, t->grad, t->mom, &t->pen, (float)c->lr, (float)c->momentum,
+                      c->penalty_step, t->si.w);
     return EWC_OK;
 }
 
@@ -361,4 +366,14 @@ EwcStatus trainer_fisher(Trainer *t, int task, FisherKind kind, int n, float *fi
 done:
     free(idx);
     return st;
+}
+
+EwcStatus trainer_reduce_rows(Trainer *t, Activations *a, float **sq, float *slab, int n, int s0,
+                              int s1) {
+    return reduce_batch(t, a, sq, slab, n, s0, s1, 0);
+}
+
+EwcStatus trainer_reduce_slab(Trainer *t, float *slab) {
+    return t->cfg->reduce == REDUCE_EXACT ? dist_allgather_slab(&t->dist, slab)
+                                          : dist_allreduce_sum(&t->dist, slab, t->shape.n_params);
 }

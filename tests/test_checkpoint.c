@@ -169,7 +169,7 @@ static EwcStatus finish_task(Trainer *t, int task) {
     penalty_add_task(&t->pen, R.fisher[task], t->params);
     t->task = task + 1;
     t->epoch = t->step = 0;
-    TaskRecord rec = {task, t->params, R.fisher[task], R.cfg.fisher, R.used[task]};
+    TaskRecord rec = {task, t->params, R.fisher[task], R.cfg.fisher, R.used[task], NULL};
     return checkpoint_save(t, R.ckpt, &rec);
 }
 
