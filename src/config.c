@@ -123,7 +123,8 @@ static const Flag flags[] = {
          "Fisher estimate: squared gradients of the true labels (empirical), of labels "
          "sampled from the model (sampled), or the expectation over the model's labels"),
     INT("--fisher-samples", fisher_samples, G_CONTINUAL, 1, 0, INT_MAX,
-        "training samples used to estimate the Fisher; 0 = the whole training set"),
+        "training samples used to estimate the Fisher (or the mas importance); 0 = the whole "
+        "training set"),
     ENUM("--penalty-step", penalty_step, G_CONTINUAL, penalty_names,
          "add the penalty's gradient to the step (explicit), or take the exact proximal "
          "step of the penalty (implicit, stable for any lambda)"),
