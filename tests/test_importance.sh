@@ -9,8 +9,8 @@ tools=${EWC_SOURCE_DIR:-$(dirname "$0")/..}/tests/tools
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
 . "$tools/check.sh" # $work, check, $passed, $failed
 
-common=(--tasks 3 --hidden 200,100 --epochs 2 --batch 96 --train-samples 9050 --test-samples 1000
-        --momentum 0.5 --dropout 0.1 --eval-every 40 --fisher-samples 3000 --quiet)
+common=(--tasks 3 --hidden 128,64 --epochs 2 --batch 96 --train-samples 6050 --test-samples 500
+        --momentum 0.5 --dropout 0.1 --eval-every 40 --fisher-samples 2000 --quiet)
 
 # Run ARGS into OUT, killing it with SIG three times at random moments after it has written a
 # new checkpoint (so every stop lands after some progress, mostly mid-task), then to the end.
@@ -96,13 +96,16 @@ check "si + adam: 2 ranks give bit-identical outputs to 1 rank" \
 # tasks are recorded as Fishers again).
 args=("${common[@]}" --tasks 2 --method ewc --lambda 10)
 timeout 300 "$train" "${args[@]}" --out "$work/ewc" > /dev/null 2>&1
-timeout 300 "$train" "${args[@]}" --out "$work/old" --checkpoint-every 150 > /dev/null 2>&1 &
+"$train" "${args[@]}" --out "$work/old" > /dev/null 2>&1 &
 pid=$!
-for i in $(seq 600); do
-    [ -f "$work/old/checkpoint.h5" ] && [ "$(h5attr "$work/old/checkpoint.h5" / tasks_done 2> /dev/null)" = 1 ] && break
-    sleep 0.1
+# the first checkpoint is written when task 0 ends: stop the run then, early in task 1
+for i in $(seq 2400); do
+    [ -f "$work/old/checkpoint.h5" ] && break
+    kill -0 $pid 2> /dev/null || break
+    sleep 0.05
 done
-kill -KILL $pid 2> /dev/null; wait $pid 2> /dev/null
+kill -USR1 $pid 2> /dev/null; wait $pid; rc=$?
+check "the run stopped by SIGUSR1 after task 0 (exit $rc)" test $rc -eq 3
 /usr/bin/python3 -c "import h5py, sys; f = h5py.File(sys.argv[1], 'r+'); del f['/tasks/000'].attrs['importance']" \
     "$work/old/checkpoint.h5"
 measure=$(h5attr "$work/old/checkpoint.h5" /tasks/000 importance 2>&1)
