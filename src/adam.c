@@ -10,8 +10,10 @@
  * with correctly rounded sqrt and division, both clones give the same bits. */
 #if defined(__x86_64__) && defined(__GNUC__)
 #define VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#define INLINE static inline __attribute__((always_inline))
 #else
 #define VECTOR_CLONES
+#define INLINE static inline
 #endif
 
 /* The per-step scalars, each rounded to float32 once. */
@@ -32,34 +34,59 @@ static inline float moments(float *restrict m, float *restrict v, float g, Coef 
     return mi / k.bc1;
 }
 
-VECTOR_CLONES static void adam_plain(float *restrict th, const float *restrict g,
-                                     float *restrict m, float *restrict v, size_t n, Coef k) {
+/* W is SI's path-integral accumulator (si.h), NULL without SI: as in optim.c, the loops are
+ * inlined into one entry point with W = NULL (unchanged loops) and one with W, where each
+ * parameter also does w -= grad * (theta_new - theta_old) with the data gradient. */
+INLINE void adam_plain(float *restrict th, const float *restrict g, float *restrict m,
+                       float *restrict v, float *restrict w, size_t n, Coef k) {
     for (size_t i = 0; i < n; i++) {
-        float s, mhat = moments(&m[i], &v[i], g[i], k, &s);
-        th[i] -= s * mhat;
+        float s, mhat = moments(&m[i], &v[i], g[i], k, &s), old = th[i];
+        th[i] = old - s * mhat;
+        if (w) w[i] -= g[i] * (th[i] - old);
     }
 }
 
-VECTOR_CLONES static void adam_explicit(float *restrict th, const float *restrict g,
-                                        float *restrict m, float *restrict v,
-                                        const float *restrict a, const double *restrict b,
-                                        size_t n, Coef k, double lambda) {
+INLINE void adam_explicit(float *restrict th, const float *restrict g, float *restrict m,
+                          float *restrict v, const float *restrict a, const double *restrict b,
+                          float *restrict w, size_t n, Coef k, double lambda) {
     for (size_t i = 0; i < n; i++) {
-        float gi = g[i] + (float)(lambda * ((double)a[i] * th[i] - b[i]));
+        float old = th[i];
+        float gi = g[i] + (float)(lambda * ((double)a[i] * old - b[i]));
         float s, mhat = moments(&m[i], &v[i], gi, k, &s);
-        th[i] -= s * mhat;
+        th[i] = old - s * mhat;
+        if (w) w[i] -= g[i] * (th[i] - old);
     }
 }
 
-VECTOR_CLONES static void adam_implicit(float *restrict th, const float *restrict g,
-                                        float *restrict m, float *restrict v,
-                                        const float *restrict a, const double *restrict b,
-                                        size_t n, Coef k, double lambda) {
+INLINE void adam_implicit(float *restrict th, const float *restrict g, float *restrict m,
+                          float *restrict v, const float *restrict a, const double *restrict b,
+                          float *restrict w, size_t n, Coef k, double lambda) {
     for (size_t i = 0; i < n; i++) {
-        float s, mhat = moments(&m[i], &v[i], g[i], k, &s);
+        float s, mhat = moments(&m[i], &v[i], g[i], k, &s), old = th[i];
         double sl = (double)s * lambda;
-        th[i] = (float)(((double)th[i] - (double)s * mhat + sl * b[i]) / (1.0 + sl * a[i]));
+        th[i] = (float)(((double)old - (double)s * mhat + sl * b[i]) / (1.0 + sl * a[i]));
+        if (w) w[i] -= g[i] * (th[i] - old);
     }
+}
+
+INLINE void step(Adam *a, float *theta, const float *grad, const Penalty *pen, Coef k,
+                 PenaltyStep mode, float *w) {
+    if (!penalty_active(pen) || pen->lambda == 0.0)
+        adam_plain(theta, grad, a->m, a->v, w, a->n, k);
+    else if (mode == PENALTY_IMPLICIT)
+        adam_implicit(theta, grad, a->m, a->v, pen->a, pen->b, w, a->n, k, pen->lambda);
+    else
+        adam_explicit(theta, grad, a->m, a->v, pen->a, pen->b, w, a->n, k, pen->lambda);
+}
+
+VECTOR_CLONES static void step_plain(Adam *a, float *theta, const float *grad, const Penalty *pen,
+                                     Coef k, PenaltyStep mode) {
+    step(a, theta, grad, pen, k, mode, NULL);
+}
+
+VECTOR_CLONES static void step_si(Adam *a, float *theta, const float *grad, const Penalty *pen,
+                                  Coef k, PenaltyStep mode, float *w) {
+    step(a, theta, grad, pen, k, mode, w);
 }
 
 EwcStatus adam_init(Adam *a, size_t n, double beta1, double beta2, double eps) {
@@ -91,16 +118,19 @@ void adam_reset(Adam *a) {
     a->t = 0;
 }
 
-void adam_step(Adam *a, float *theta, const float *grad, const Penalty *pen, float lr,
-               PenaltyStep mode) {
+void adam_step_si(Adam *a, float *theta, const float *grad, const Penalty *pen, float lr,
+                  PenaltyStep mode, float *si_w) {
     a->t++;
     Coef k = {(float)a->beta1, (float)a->beta2, (float)(1.0 - a->beta1), (float)(1.0 - a->beta2),
               (float)(1.0 - pow(a->beta1, (double)a->t)), (float)(1.0 - pow(a->beta2, (double)a->t)),
               lr, (float)a->eps};
-    if (!penalty_active(pen) || pen->lambda == 0.0)
-        adam_plain(theta, grad, a->m, a->v, a->n, k);
-    else if (mode == PENALTY_IMPLICIT)
-        adam_implicit(theta, grad, a->m, a->v, pen->a, pen->b, a->n, k, pen->lambda);
+    if (si_w)
+        step_si(a, theta, grad, pen, k, mode, si_w);
     else
-        adam_explicit(theta, grad, a->m, a->v, pen->a, pen->b, a->n, k, pen->lambda);
+        step_plain(a, theta, grad, pen, k, mode);
+}
+
+void adam_step(Adam *a, float *theta, const float *grad, const Penalty *pen, float lr,
+               PenaltyStep mode) {
+    adam_step_si(a, theta, grad, pen, lr, mode, NULL);
 }

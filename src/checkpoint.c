@@ -51,6 +51,9 @@ static const Field fields[] = {
     {"class_order", F_ENUM, offsetof(Config, class_order), 2, 0, 1},
     {"angles", F_STR, offsetof(Config, angles), 2, 0, 1},
     {"joint", F_INT, offsetof(Config, joint), 2, 0, 1},
+
+    /* --si-xi: files before --method si lack it; read as the default */
+    {"si_xi", F_DBL, offsetof(Config, si_xi), 2, 0.1, 1},
 };
 #define N_FIELDS (sizeof fields / sizeof fields[0])
 
@@ -210,7 +213,12 @@ static EwcStatus write_task(H5Writer *w, const Trainer *t, const TaskRecord *rec
     if (!st) st = h5file_write_i32(w, path, (const int32_t *)t->perm[rec->task], 1, dim);
     if (!st) st = h5file_set_attr_str(w, g, "fisher_kind", config_fisher_name(rec->kind));
     if (!st) st = h5file_set_attr_i64(w, g, "fisher_samples", rec->samples);
+    if (!st) st = h5file_set_attr_str(w, g, "importance", rec->measure ? rec->measure : "fisher");
     return st;
+}
+
+const char *checkpoint_measure_name(Method method) {
+    return method == METHOD_SI ? "si" : method == METHOD_MAS ? "mas" : "fisher";
 }
 
 /* Copy task K's group from the previous checkpoint R into W (read, then write). */
@@ -230,7 +238,12 @@ static EwcStatus copy_task(H5Writer *w, const H5Reader *r, const Trainer *t, int
     FisherKind fk = t->cfg->fisher;
     for (int i = FISHER_EMPIRICAL; i <= FISHER_EXPECTED; i++)
         if (strcmp(kind, config_fisher_name((FisherKind)i)) == 0) fk = (FisherKind)i;
-    TaskRecord rec = {k, a, f, fk, (int)samples};
+    /* files before --method si / mas have no "importance": their tasks hold Fishers */
+    char measure[16] = "fisher";
+    if (h5file_attr_exists(r, g, "importance") &&
+        (st = h5file_get_attr_str(r, g, "importance", measure, sizeof measure)))
+        return st;
+    TaskRecord rec = {k, a, f, fk, (int)samples, measure};
     return write_task(w, t, &rec);
 }
 
@@ -383,6 +396,9 @@ static EwcStatus write_state(H5Writer *w, const Trainer *t, int tasks_done) {
                       (st = h5file_set_attr_i64(w, "/state/adam", "step", t->adam.t))))
         return st;
     if (t->es.patience && (st = write_early_stopping(w, t))) return st;
+    if (t->si.w && ((st = h5file_write_f32(w, "/state/si/w", t->si.w, 1, np)) ||
+                    (st = h5file_write_f32(w, "/state/si/start", t->si.start, 1, np))))
+        return st;
     if ((st = h5file_set_attr_i64(w, "/state/penalty", "tasks_done", t->pen.tasks_done))) return st;
     if ((st = h5file_set_attr_f64(w, "/state/penalty", "c", t->pen.c))) return st;
     if (t->pen.a && (st = h5file_write_f32(w, "/state/penalty/a", t->pen.a, 1, np))) return st;
@@ -546,6 +562,9 @@ static EwcStatus load_open(Trainer *t, H5Reader *r_open, const char *path) {
     if (t->mom && (st = h5file_read_f32(&r, "/state/momentum", t->mom, 1, npd))) goto done;
     if (t->adam.m && (st = read_adam(&r, t, path))) goto done;
     if (t->es.patience && (st = read_early_stopping(&r, t, path))) goto done;
+    if (t->si.w && ((st = h5file_read_f32(&r, "/state/si/w", t->si.w, 1, npd)) ||
+                    (st = h5file_read_f32(&r, "/state/si/start", t->si.start, 1, npd))))
+        goto done;
     if (t->val_acc && (st = h5file_read_f64(&r, "/metrics/validation_accuracy", t->val_acc, 2, tt)))
         goto done;
     if (t->pen.a && (st = h5file_read_f32(&r, "/state/penalty/a", t->pen.a, 1, npd))) goto done;

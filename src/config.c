@@ -25,7 +25,7 @@ static const char *const group_names[G_COUNT] = {
     "Data", "Model", "Training", "Continual learning", "Parallelism", "Output and checkpointing",
     "Other"};
 
-static const char *const method_names[] = {"sgd", "l2", "ewc", "online-ewc", NULL};
+static const char *const method_names[] = {"sgd", "l2", "ewc", "online-ewc", "si", "mas", NULL};
 static const char *const fisher_names[] = {"empirical", "sampled", "expected", NULL};
 static const char *const penalty_names[] = {"explicit", "implicit", NULL};
 static const char *const reduce_names[] = {"exact", "allreduce", "fixed", "auto", NULL};
@@ -114,16 +114,19 @@ static const Flag flags[] = {
         " rotated with --angles: one per angle)"),
     ENUM("--method", method, G_CONTINUAL, method_names,
          "how earlier tasks are protected: none, an L2 pull to the old weights, EWC, "
-         "or online EWC"),
+         "online EWC, Synaptic Intelligence (si) or Memory Aware Synapses (mas)"),
     DBL("--lambda", lambda, "X", G_CONTINUAL, 0, 0, INFINITY, 1,
         "strength of the consolidation penalty"),
     DBL("--gamma", gamma, "X", G_CONTINUAL, 0, 1, 1, 0,
         "online EWC: decay of the accumulated Fisher at each new task"),
+    DBL("--si-xi", si_xi, "X", G_CONTINUAL, 0, 1, INFINITY, 1,
+        "si: damping xi of the importance w / ((total change)^2 + xi)"),
     ENUM("--fisher", fisher, G_CONTINUAL, fisher_names,
          "Fisher estimate: squared gradients of the true labels (empirical), of labels "
          "sampled from the model (sampled), or the expectation over the model's labels"),
     INT("--fisher-samples", fisher_samples, G_CONTINUAL, 1, 0, INT_MAX,
-        "training samples used to estimate the Fisher; 0 = the whole training set"),
+        "training samples used to estimate the Fisher (or the mas importance); 0 = the whole "
+        "training set"),
     ENUM("--penalty-step", penalty_step, G_CONTINUAL, penalty_names,
          "add the penalty's gradient to the step (explicit), or take the exact proximal "
          "step of the penalty (implicit, stable for any lambda)"),
@@ -497,6 +500,7 @@ void config_defaults(Config *c) {
     c->adam_beta1 = 0.9;
     c->adam_beta2 = 0.999;
     c->adam_eps = 1e-8;
+    c->si_xi = 0.1;
     snprintf(c->out_dir, sizeof c->out_dir, "out");
     c->threads = 1;
     snprintf(c->blas_core, sizeof c->blas_core, "auto");

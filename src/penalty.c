@@ -32,11 +32,14 @@ void penalty_add_task(Penalty *p, const float *fisher, const float *anchor) {
     p->tasks_done++;
     if (p->method == METHOD_SGD) return;
     double c = 0.0;
-    if (p->method == METHOD_ONLINE_EWC) {
-        /* one running Fisher, one anchor: B and C are rebuilt from the new anchor */
-        float g = (float)p->gamma;
+    if (p->method == METHOD_ONLINE_EWC || p->method == METHOD_SI || p->method == METHOD_MAS) {
+        /* one running Fisher, one anchor: B and C are rebuilt from the new anchor. SI and MAS
+         * (as their reference code): the importances summed over tasks, the latest anchor, and
+         * the papers' penalty c sum_i Omega_i (theta_i - anchor_i)^2, i.e. A gets 2 Omega */
+        float g = p->method == METHOD_ONLINE_EWC ? (float)p->gamma : 1.0f;
+        float k = p->method == METHOD_ONLINE_EWC ? 1.0f : 2.0f;
         for (size_t i = 0; i < p->n; i++) {
-            p->a[i] = g * p->a[i] + fisher[i];
+            p->a[i] = g * p->a[i] + k * fisher[i];
             p->b[i] = (double)p->a[i] * anchor[i];
             c += p->b[i] * anchor[i];
         }

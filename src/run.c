@@ -8,6 +8,7 @@
 
 #include "ewc/checkpoint.h"
 #include "ewc/diverge.h"
+#include "ewc/mas.h"
 #include "ewc/report.h"
 #include "ewc/signals.h"
 
@@ -98,9 +99,17 @@ static EwcStatus finish_task(Trainer *t, int task, float *fisher, double t_start
             return st;
     if (c->eval_every && (t->n_curve == 0 || t->curve[t->n_curve - 1].step != t->global_step))
         if ((st = curve_evaluate(t, task))) return st;
-    /* the Fisher of every task, whatever the method: the checkpoint keeps it for analysis */
-    if ((st = trainer_fisher(t, task, c->fisher, c->fisher_samples, fisher, &used))) return st;
+    /* the Fisher of every task, whatever the method: the checkpoint keeps it for analysis;
+     * si and mas keep their own importance instead, in the same place (TaskRecord.measure) */
+    if (c->method == METHOD_SI)
+        si_importance(&t->si, t->params, fisher);
+    else if (c->method == METHOD_MAS)
+        st = mas_importance(t, task, c->fisher_samples, fisher, &used);
+    else
+        st = trainer_fisher(t, task, c->fisher, c->fisher_samples, fisher, &used);
+    if (st) return st;
     penalty_add_task(&t->pen, fisher, t->params);
+    si_begin_task(&t->si, t->params);
     earlystop_begin_task(&t->es);
     /* Adam starts every task afresh, as continual-learning code that creates the optimizer per
      * task does; this also covers an early-stopping restore (the moments of the discarded
@@ -108,7 +117,8 @@ static EwcStatus finish_task(Trainer *t, int task, float *fisher, double t_start
     adam_reset(&t->adam);
     t->task = task + 1;
     t->epoch = t->step = 0;
-    TaskRecord rec = {task, t->params, fisher, c->fisher, used};
+    TaskRecord rec = {task, t->params, fisher, c->fisher, used,
+                      checkpoint_measure_name(c->method)};
     st = EWC_OK;
     if (t->dist.rank == 0) st = write_outputs(t, task + 1, MPI_Wtime() - t_start, &rec);
     return dist_agree(t->dist.comm, st, NULL);

@@ -94,7 +94,9 @@ EwcStatus trainer_init(Trainer *t, const Config *cfg, const Dataset *data, MPI_C
     if (cfg->optimizer == OPTIMIZER_ADAM &&
         (st = adam_init(&t->adam, np, cfg->adam_beta1, cfg->adam_beta2, cfg->adam_eps)))
         goto fail;
+    if (cfg->method == METHOD_SI && (st = si_init(&t->si, np, cfg->si_xi))) goto fail;
     model_init_params(t->params, &t->shape, cfg->seed);
+    si_begin_task(&t->si, t->params);
     return EWC_OK;
 nomem:
     ewc_error_set("out of memory allocating the trainer (%zu parameters)", np);
@@ -127,6 +129,7 @@ void trainer_free(Trainer *t) {
     model_acts_free(&t->eval);
     penalty_free(&t->pen);
     adam_free(&t->adam);
+    si_free(&t->si);
     dist_free(&t->dist);
     fixsum_free(&t->fix);
     memset(t, 0, sizeof *t);
@@ -327,11 +330,14 @@ EwcStatus trainer_step(Trainer *t, int task, int epoch, int step, double *loss) 
     /* the output rows of inactive heads must not move (tasks.h) */
     float *const slabs[4] = {t->params, t->mom, t->adam.m, t->adam.v};
     if ((st = tasks_freeze(&t->tasks, s, task, slabs, 4))) return st;
+    /* --method si: the path integral is accumulated in the same pass (t->si.w, else NULL); the
+     * frozen rows have a zero data gradient, so they add nothing to it */
     if (c->optimizer == OPTIMIZER_ADAM)
-        adam_step(&t->adam, t->params, t->grad, &t->pen, (float)c->lr, c->penalty_step);
+        adam_step_si(&t->adam, t->params, t->grad, &t->pen, (float)c->lr, c->penalty_step,
+                     t->si.w);
     else
-        optim_step(t->params, t->grad, t->mom, &t->pen, (float)c->lr, (float)c->momentum,
-                   c->penalty_step);
+        optim_step_si(t->params, t->grad, t->mom, &t->pen, (float)c->lr, (float)c->momentum,
+                      c->penalty_step, t->si.w);
     tasks_thaw(&t->tasks, s, task, slabs, 4);
     return EWC_OK;
 }
@@ -472,4 +478,26 @@ done:
     free(key);
     free(rtask);
     return st;
+}
+
+void trainer_chunk_rows(const Trainer *t, int n, int *s0, int *s1) {
+    dist_shard(&t->dist, n, t->dist.rank, s0, s1);
+    if (t->reduce == REDUCE_FIXED) fixsum_rows(&t->fix, n, s0, s1);
+}
+
+int trainer_call_end(const Trainer *t, int b, int s1) {
+    return t->reduce == REDUCE_FIXED ? fixsum_call_end(&t->fix, b, s1) : s1;
+}
+
+EwcStatus trainer_reduce_rows(Trainer *t, Activations *a, float **sq, float *slab, int n, int s0,
+                              int s1) {
+    if (t->reduce == REDUCE_FIXED) /* no losses to sum here */
+        return fixsum_add(&t->fix, &t->dist, &t->shape, a, sq, n, 0, t->in_sq, NULL);
+    return reduce_batch(t, a, sq, slab, n, s0, s1, 0);
+}
+
+EwcStatus trainer_reduce_slab(Trainer *t, float *slab) {
+    return t->reduce == REDUCE_FIXED ? fixsum_finish(&t->fix, &t->dist, slab)
+           : t->reduce == REDUCE_EXACT ? dist_allgather_slab(&t->dist, slab)
+                                       : dist_allreduce_sum(&t->dist, slab, t->shape.n_params);
 }

@@ -169,7 +169,7 @@ static EwcStatus finish_task(Trainer *t, int task) {
     penalty_add_task(&t->pen, R.fisher[task], t->params);
     t->task = task + 1;
     t->epoch = t->step = 0;
-    TaskRecord rec = {task, t->params, R.fisher[task], R.cfg.fisher, R.used[task]};
+    TaskRecord rec = {task, t->params, R.fisher[task], R.cfg.fisher, R.used[task], NULL};
     return checkpoint_save(t, R.ckpt, &rec);
 }
 
@@ -459,14 +459,14 @@ static void test_layout_exact(void **state) {
 
     static const char *const root_attrs[] = {"format", "format_version", "tasks_done", "n_params",
                                              "config", "blas_core", "blas_quantum"};
-    static const char *const task_attrs[] = {"fisher_kind", "fisher_samples"};
+    static const char *const task_attrs[] = {"fisher_kind", "fisher_samples", "importance"};
     static const char *const state_attrs[] = {"task", "epoch", "step", "global_step",
                                               "train_samples", "train_seconds", "last_loss"};
     static const char *const pen_attrs[] = {"tasks_done", "c"};
     static const char *const metric_attrs[] = {"curve_points"};
     assert_attrs_exactly(file, "/", root_attrs, 7);
-    assert_attrs_exactly(file, "/tasks/000", task_attrs, 2);
-    assert_attrs_exactly(file, "/tasks/001", task_attrs, 2);
+    assert_attrs_exactly(file, "/tasks/000", task_attrs, 3);
+    assert_attrs_exactly(file, "/tasks/001", task_attrs, 3);
     assert_attrs_exactly(file, "/state", state_attrs, 7);
     assert_attrs_exactly(file, "/state/penalty", pen_attrs, 2);
     assert_attrs_exactly(file, "/metrics", metric_attrs, 1);
@@ -508,6 +508,8 @@ static void test_attributes(void **state) {
         assert_int_equal(h5file_get_attr_i64(&r, g, "fisher_samples", &v), EWC_OK);
         assert_int_equal(v, R.used[k]);
         assert_int_equal(v, N_TRAIN); /* --fisher-samples 0: the whole training set */
+        assert_int_equal(h5file_get_attr_str(&r, g, "importance", s, sizeof s), EWC_OK);
+        assert_string_equal(s, "fisher"); /* an ewc run's tasks hold Fishers */
     }
     /* the experiment config, one attribute per field, for naming a mismatch on resume */
     assert_int_equal(h5file_get_attr_str(&r, "/config", "hidden", s, sizeof s), EWC_OK);
@@ -911,6 +913,38 @@ static void test_pre_adam_loads_as_sgd(void **state) {
     assert_error(load_with(&c, p), EWC_EINVAL, p, "--adam-beta2", NULL);
 }
 
+/* A checkpoint from before --method si / mas (no /config si_xi, no task "importance") loads
+ * with the default --si-xi, and a save from it records its copied tasks as Fishers; another
+ * --si-xi is refused, naming the flag. */
+static void test_pre_si_loads(void **state) {
+    (void)state;
+    char p[H5FILE_PATH_MAX];
+    hid_t f = open_copy_rw(p, "pre-si");
+    assert_true(H5Adelete_by_name(f, "/config", "si_xi", H5P_DEFAULT) >= 0);
+    for (int k = 0; k < FINISHED; k++) {
+        char g[32];
+        snprintf(g, sizeof g, "/tasks/%03d", k);
+        assert_true(H5Adelete_by_name(f, g, "importance", H5P_DEFAULT) >= 0);
+    }
+    close_sealed(f, p);
+    EwcStatus st = load_with(&R.cfg, p);
+    if (st) fail_msg("checkpoint without the SI attributes: %s", ewc_error_message());
+    Config c = R.cfg;
+    c.si_xi = 0.5;
+    assert_error(load_with(&c, p), EWC_EINVAL, p, "--si-xi", NULL);
+    assert_int_equal(checkpoint_save(&R.t, p, NULL), EWC_OK);
+    H5Reader r = {0};
+    char s[32];
+    assert_int_equal(h5file_open_read(&r, p), EWC_OK);
+    for (int k = 0; k < FINISHED; k++) {
+        char g[32];
+        snprintf(g, sizeof g, "/tasks/%03d", k);
+        assert_int_equal(h5file_get_attr_str(&r, g, "importance", s, sizeof s), EWC_OK);
+        assert_string_equal(s, "fisher");
+    }
+    h5file_close(&r);
+}
+
 /* Files of format 1 and 2 have no digest, so they cannot be verified: refused, saying what to do
  * (here: the checkpoint without its user block, i.e. plain HDF5 as versions 1 and 2 wrote it).
  * A sealed file that claims version 2 is refused too, naming the version. */
@@ -1272,6 +1306,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_reject_config_mismatch),
         cmocka_unit_test(test_old_formats_refused),
         cmocka_unit_test(test_pre_adam_loads_as_sgd),
+        cmocka_unit_test(test_pre_si_loads),
         cmocka_unit_test(test_early_stopping_round_trip),
         cmocka_unit_test(test_execution_fields_may_change),
         cmocka_unit_test(test_no_temp_files),

@@ -36,4 +36,9 @@ void adam_reset(Adam *a);
 void adam_step(Adam *a, float *theta, const float *grad, const Penalty *pen, float lr,
                PenaltyStep mode);
 
+/* The same step, and when SI_W (n) is not NULL, in the same pass, SI's path integral (si.h):
+ * si_w -= grad * (theta_new - theta_old) with GRAD the data gradient. */
+void adam_step_si(Adam *a, float *theta, const float *grad, const Penalty *pen, float lr,
+                  PenaltyStep mode, float *si_w);
+
 #endif

@@ -25,7 +25,12 @@ typedef struct {
     const float *fisher;  /* (n_params) its raw diagonal Fisher */
     FisherKind kind;
     int samples;          /* samples the Fisher averaged over */
+    const char *measure;  /* what FISHER holds: "fisher", "si" or "mas" (the importance of
+                           * --method si / mas); NULL means "fisher" */
 } TaskRecord;
+
+/* The importance measure a run of METHOD stores per task: "si", "mas", else "fisher". */
+const char *checkpoint_measure_name(Method method);
 
 /* Write PATH (replacing it atomically) with T's state; NEW_TASK (may be NULL) adds a finished
  * task, and the tasks already recorded in the previous PATH are carried over. The previous PATH

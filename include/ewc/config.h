@@ -11,7 +11,8 @@
 #define CONFIG_PATH_MAX 4096
 #define CONFIG_WORD_MAX 32 /* a name such as an OpenBLAS core type, with its NUL */
 
-typedef enum { METHOD_SGD, METHOD_L2, METHOD_EWC, METHOD_ONLINE_EWC } Method;
+/* appended values only: the checkpoint stores the method as its integer */
+typedef enum { METHOD_SGD, METHOD_L2, METHOD_EWC, METHOD_ONLINE_EWC, METHOD_SI, METHOD_MAS } Method;
 typedef enum { FISHER_EMPIRICAL, FISHER_SAMPLED, FISHER_EXPECTED } FisherKind;
 typedef enum { PENALTY_EXPLICIT, PENALTY_IMPLICIT } PenaltyStep;
 typedef enum { REDUCE_EXACT, REDUCE_ALLREDUCE, REDUCE_FIXED, REDUCE_AUTO } ReduceMode; /* fixsum.h */
@@ -34,7 +35,7 @@ typedef struct {
     unsigned long long seed;        /* --seed, default 1 */
     int train_samples;              /* --train-samples N: first N training samples (0 = all) */
     int test_samples;               /* --test-samples N: first N test samples (0 = all) */
-    Method method;                  /* --method sgd|l2|ewc|online-ewc, default sgd */
+    Method method;                  /* --method sgd|l2|ewc|online-ewc|si|mas, default sgd */
     double lambda;                  /* --lambda >= 0, default 100 */
     double gamma;                   /* --gamma in (0, 1], online EWC decay, default 1 */
     FisherKind fisher;              /* --fisher empirical|sampled|expected, default sampled */
@@ -59,6 +60,8 @@ typedef struct {
     ClassOrder class_order;         /* --class-order natural|seeded (split), default natural */
     char angles[CONFIG_PATH_MAX];   /* --angles A[,A...] degrees (rotated); "" = evenly spaced */
     int joint;                      /* --joint: all tasks' data at once (the upper bound) */
+
+    double si_xi;                   /* --si-xi > 0, SI's damping of the total change, default 0.1 */
 
     /* execution: free to change between a run and its resume */
     char out_dir[CONFIG_PATH_MAX];  /* --out, default "out" */

@@ -15,4 +15,11 @@
 void optim_step(float *theta, const float *grad, float *mom, const Penalty *pen, float lr, float mu,
                 PenaltyStep mode);
 
+/* The same step, and when SI_W (n) is not NULL, in the same pass, Synaptic Intelligence's path
+ * integral (si.h): si_w -= grad * (theta_new - theta_old) per parameter, with GRAD the data
+ * gradient (not the penalty's) and the update actually taken (momentum, penalty and all).
+ * With SI_W = NULL it is optim_step. */
+void optim_step_si(float *theta, const float *grad, float *mom, const Penalty *pen, float lr,
+                   float mu, PenaltyStep mode, float *si_w);
+
 #endif

@@ -3,7 +3,9 @@
  *     = lambda/2 sum_i (A_i theta_i^2 - 2 B_i theta_i + C_i),
  *   A = sum_t F_t,  B = sum_t F_t anchor_t,  C = sum_t F_t anchor_t^2,
  * so memory and step cost do not grow with the number of tasks. F_t = 1 for L2; online EWC
- * keeps one running Fisher F <- gamma F + F_new anchored at the latest solution. */
+ * keeps one running Fisher F <- gamma F + F_new anchored at the latest solution. SI and MAS
+ * keep A = 2 sum_t Omega_t anchored at the latest solution (the papers' and their reference
+ * code's penalty lambda sum_i Omega_i (theta_i - anchor_i)^2, without the 1/2 of EWC). */
 #ifndef EWC_PENALTY_H
 #define EWC_PENALTY_H
 
@@ -27,8 +29,8 @@ typedef struct {
 EwcStatus penalty_init(Penalty *p, Method method, double lambda, double gamma, size_t n);
 void penalty_free(Penalty *p);
 
-/* Fold in a finished task: its Fisher FISHER (n; ignored for l2, may be NULL for sgd) and its
- * solution ANCHOR (n). */
+/* Fold in a finished task: its Fisher FISHER (n; the SI or MAS importance Omega for si and mas;
+ * ignored for l2, may be NULL for sgd) and its solution ANCHOR (n). */
 void penalty_add_task(Penalty *p, const float *fisher, const float *anchor);
 
 /* lambda/2 sum_i (A_i theta_i^2 - 2 B_i theta_i + C_i), in float64 (0 before any task). */

@@ -15,6 +15,7 @@
 #include "ewc/fixsum.h"
 #include "ewc/model.h"
 #include "ewc/penalty.h"
+#include "ewc/si.h"
 #include "ewc/tasks.h"
 
 #define TRAIN_EVAL_CHUNK 1000 /* test samples per forward pass during evaluation */
@@ -40,6 +41,7 @@ typedef struct {
     float *mom;           /* (n_params) momentum, NULL when --momentum 0 */
     Adam adam;            /* --optimizer adam: moments and step count (NULL moments for sgd) */
     Penalty pen;          /* running sums of the finished tasks */
+    Si si;                /* --method si: the current task's path integral (NULL arrays otherwise) */
     int **perm;           /* (tasks) pixel permutation of each task, (dim) each; = tasks.perm */
     uint8_t *train_x;     /* (train n, dim) the training images under task train_x_task's
                            * permutation, so a batch is a contiguous copy, not a gather; NULL
@@ -111,6 +113,23 @@ EwcStatus trainer_evaluate_split(Trainer *t, const Split *split, int task, doubl
  * the true label (empirical), drawn from the model (sampled) or summed over all classes
  * weighted by p(y|x) (expected). *USED gets the number of samples. Collective. */
 EwcStatus trainer_fisher(Trainer *t, int task, FisherKind kind, int n, float *fisher, int *used);
+
+/* This rank's rows [*S0, *S1) of a chunk of N samples for per-sample sums (the trainer's own
+ * split: a shard, or whole micro-batches with --reduce fixed), and the end of the forward or
+ * backward call that starts at row B (< *S1) (fixsum.h). Not collective. */
+void trainer_chunk_rows(const Trainer *t, int n, int *s0, int *s1);
+int trainer_call_end(const Trainer *t, int b, int s1);
+
+/* The reduction of trainer_step and trainer_fisher for other per-sample sums (mas.c): after
+ * this rank computed rows [s0, s1) (trainer_chunk_rows) of A's activations and of the
+ * delta-like matrices SQ[l] (N, dims[l+1]), SLAB += the sum over the batch's N rows of
+ * SQ[l]^T [act[l] | 1] for this rank's parameter rows (exact), from its own rows (allreduce),
+ * or as fixed-point sums of its micro-batches (fixed). Collective. */
+EwcStatus trainer_reduce_rows(Trainer *t, Activations *a, float **sq, float *slab, int n, int s0,
+                              int s1);
+
+/* After the last trainer_reduce_rows: assemble SLAB (n_params) on every rank. Collective. */
+EwcStatus trainer_reduce_slab(Trainer *t, float *slab);
 
 /* Fill act[0] rows [r0, r1) of A with samples of SPLIT permuted by TASK's permutation: row i
  * holds sample IDX[i] (or FIRST + i when IDX is NULL), as pixel / 255. */

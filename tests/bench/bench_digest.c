@@ -69,7 +69,7 @@ int main(int argc, char **argv) {
     snprintf(dir, sizeof dir, "%s/bench_digest.%ld", out, (long)getpid());
     if (mkdir(dir, 0777) != 0) die(dir);
     for (int k = 0; k < cfg.tasks; k++) { /* the 10 finished tasks, as run.c saves them */
-        TaskRecord rec = {k, anchor, fisher, cfg.fisher, 100};
+        TaskRecord rec = {k, anchor, fisher, cfg.fisher, 100, NULL};
         t.pen.tasks_done = k + 1;
         t.task = k + 1;
         if (checkpoint_save(&t, path, &rec)) die("checkpoint_save");

@@ -26,12 +26,12 @@ data_flag=()
 [ -n "$DATA" ] && data_flag=(--data "$DATA")
 
 # ---- build -------------------------------------------------------------------------------------
-if [ ! -x "$BUILD/bench_train" ] || [ ! -x "$BUILD/bench_ewc" ] ||
+if [ ! -x "$BUILD/bench_train" ] || [ ! -x "$BUILD/bench_ewc" ] || [ ! -x "$BUILD/bench_importance" ] ||
    [ -n "$(find "$SRC/src" "$SRC/include" "$SRC/tests/bench" -newer "$BUILD/bench_ewc" \
            \( -name '*.c' -o -name '*.h' \) 2>/dev/null | head -n 1)" ]; then
     echo "== building in $BUILD"
     cmake -S "$SRC" -B "$BUILD" > /dev/null
-    cmake --build "$BUILD" -j2 --target bench_train bench_ewc > /dev/null
+    cmake --build "$BUILD" -j2 --target bench_train bench_ewc bench_importance > /dev/null
 fi
 mkdir -p "$OUT"
 echo "== results in $OUT (load average $(cut -d' ' -f1-3 /proc/loadavg))"
@@ -70,6 +70,11 @@ mpirun -np 2 "$BUILD/bench_train" "${data_flag[@]}" --reduce both --reps "$REPS"
 echo "== EWC step and Fisher"
 mpirun -np 1 "$BUILD/bench_ewc" "${data_flag[@]}" --reps "$REPS" --fisher-reps "$REPS" \
     --clock "$CLOCK" --json "$OUT/ewc.json" | tee "$OUT/ewc.txt"
+
+# ---- SI step overhead and MAS importance cost ---------------------------------------------------
+echo "== SI step and MAS importance"
+mpirun -np 1 "$BUILD/bench_importance" "${data_flag[@]}" --reps "$REPS" --importance-reps "$REPS" \
+    --clock "$CLOCK" --json "$OUT/importance.json" | tee "$OUT/importance.txt"
 
 # ---- summary (stdlib python only) --------------------------------------------------------------
 python3 - "$OUT" "$ROUNDS" "$CLOCK" <<'EOF' | tee "$OUT/summary.txt"
@@ -124,6 +129,23 @@ if os.path.exists(p):
         for k in ("empirical", "sampled", "expected"):
             v = round(f[k]["over_epoch_" + clock], 3)
             note = ("ok" if v <= 1.5 else "ABOVE TARGET") if k == "sampled" else ""
+            print("  %-36s %6.3f  %s" % (k, v, note))
+
+p = os.path.join(out, "importance.json")
+if os.path.exists(p):
+    d = load(p)
+    if "step" in d:
+        print("\nSI step, %s batch %d: samples/s ratio vs the same optimizer without SI"
+              " (target >= 0.85)" % (d["model"], d["batch"]))
+        for k, v in d["step"]["ratios_" + clock].items():
+            v = round(v, 3)
+            print("  %-36s %6.3f  %s" % (k, v, "ok" if v >= 0.85 else "BELOW TARGET"))
+    if "importance" in d:
+        f = d["importance"]
+        print("\nMAS importance over %d samples / one training epoch (target <= 1.5)" % f["samples"])
+        for k in ("mas", "fisher-sampled"):
+            v = round(f[k]["over_epoch_" + clock], 3)
+            note = ("ok" if v <= 1.5 else "ABOVE TARGET") if k == "mas" else ""
             print("  %-36s %6.3f  %s" % (k, v, note))
 
 p = os.path.join(out, "train_np2.json")
