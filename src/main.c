@@ -11,7 +11,6 @@
 #include "ewc/blascore.h"
 #include "ewc/checkpoint.h"
 #include "ewc/config.h"
-#include "ewc/config_tasks.h"
 #include "ewc/dataset.h"
 #include "ewc/dist.h"
 #include "ewc/layer.h"
@@ -92,10 +91,8 @@ static EwcStatus train_main(Config *cfg, BlasCore *blas, MPI_Comm comm, int *rep
     if ((st = dist_agree(comm, st, reporter))) goto done;
     st = dataset_load(&data, cfg->data_dir, cfg->train_samples, cfg->test_samples);
     if (st == EWC_OK) st = validation_split(&data, cfg->validation, cfg->seed);
-    if (st == EWC_OK) st = config_tasks_resolve(&resolved, data.n_classes);
+    if (st == EWC_OK) st = run_resolve_config(&resolved, &data);
     if ((st = dist_agree(comm, st, reporter))) goto done;
-    /* --reduce auto becomes the mode it picks, so the summary and checkpoint record it */
-    fixsum_resolve_config(&resolved, data.train.dim, config_tasks_outputs(&resolved, data.n_classes));
     st = trainer_init(&t, &resolved, &data, comm);
     have_trainer = st == EWC_OK;
     if ((st = dist_agree(comm, st, reporter))) goto done;

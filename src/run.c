@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "ewc/checkpoint.h"
+#include "ewc/config_tasks.h"
 #include "ewc/diverge.h"
 #include "ewc/mas.h"
 #include "ewc/report.h"
@@ -236,4 +237,11 @@ EwcStatus run_sequence(Trainer *t) {
 done:
     free(fisher);
     return st;
+}
+
+EwcStatus run_resolve_config(Config *c, const Dataset *data) {
+    EwcStatus st = config_tasks_resolve(c, data->n_classes);
+    if (st) return st;
+    fixsum_resolve_config(c, data->train.dim, config_tasks_outputs(c, data->n_classes));
+    return EWC_OK;
 }

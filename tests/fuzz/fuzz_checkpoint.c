@@ -19,6 +19,7 @@
 #include "ewc/dataset.h"
 #include "ewc/error.h"
 #include "ewc/h5file.h"
+#include "ewc/run.h"
 #include "ewc/train.h"
 #include "fuzz_util.h" /* FUZZ_CHECK */
 
@@ -100,6 +101,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
         split_alloc(&F.data[k].train, N_TRAIN - F.cfg[k].validation);
         split_alloc(&F.data[k].test, N_TEST);
         F.data[k].n_classes = CLASSES;
+        st = run_resolve_config(&F.cfg[k], &F.data[k]);
+        FUZZ_CHECK(st == EWC_OK, "config %zu: %s", k, ewc_error_message());
         st = trainer_init(&F.t[k], &F.cfg[k], &F.data[k], MPI_COMM_SELF);
         FUZZ_CHECK(st == EWC_OK, "trainer_init %zu: %s", k, ewc_error_message());
     }

@@ -23,6 +23,7 @@
 #include "ewc/config.h"
 #include "ewc/dataset.h"
 #include "ewc/h5file.h"
+#include "ewc/run.h"
 #include "ewc/train.h"
 #include "ewc/validation.h"
 
@@ -236,7 +237,7 @@ int main(int argc, char **argv) {
     argv[sep] = "ewc-train";
     if (config_parse(&cfg, argc - sep, argv + sep) || dataset_load(&data, cfg.data_dir,
         cfg.train_samples, cfg.test_samples) || validation_split(&data, cfg.validation, cfg.seed) ||
-        trainer_init(&S.t, &cfg, &data, MPI_COMM_SELF)) {
+        run_resolve_config(&cfg, &data) || trainer_init(&S.t, &cfg, &data, MPI_COMM_SELF)) {
         fprintf(stderr, "ckpt_damage: %s\n", ewc_error_message());
         return 2;
     }
