@@ -1,0 +1,13 @@
+# Run-time options of the sanitizer build (-DEWC_SANITIZE=ON), given to every test through ctest's
+# ENVIRONMENT; the ranks under mpirun, the sbatch jobs and the BLAS probe/re-exec children inherit
+# them. Every report goes to a file under <build>/sanitizer-reports (named by pid), so a finding in
+# a process whose stderr a shell test discards is not lost: .ci/run fails if any report exists.
+# fast_unwind_on_malloc=0: Open MPI, HDF5 and OpenBLAS have no frame pointers; without it the
+# allocation stacks stop at the library and the suppressions could not name the caller.
+set(EWC_SANITIZER_DIR ${CMAKE_SOURCE_DIR}/tests/sanitizers)
+set(EWC_SANITIZER_REPORTS ${CMAKE_BINARY_DIR}/sanitizer-reports)
+file(MAKE_DIRECTORY ${EWC_SANITIZER_REPORTS})
+set(EWC_SANITIZE_ENV
+    ASAN_OPTIONS=log_path=${EWC_SANITIZER_REPORTS}/asan:detect_leaks=1:halt_on_error=1:detect_stack_use_after_return=1:check_initialization_order=1:strict_init_order=1:fast_unwind_on_malloc=0
+    LSAN_OPTIONS=suppressions=${EWC_SANITIZER_DIR}/lsan.supp:print_suppressions=0
+    UBSAN_OPTIONS=log_path=${EWC_SANITIZER_REPORTS}/ubsan:print_stacktrace=1:halt_on_error=1)
