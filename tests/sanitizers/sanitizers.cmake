@@ -11,3 +11,17 @@ set(EWC_SANITIZE_ENV
     ASAN_OPTIONS=log_path=${EWC_SANITIZER_REPORTS}/asan:detect_leaks=1:halt_on_error=1:detect_stack_use_after_return=1:check_initialization_order=1:strict_init_order=1:fast_unwind_on_malloc=0
     LSAN_OPTIONS=suppressions=${EWC_SANITIZER_DIR}/lsan.supp:print_suppressions=0
     UBSAN_OPTIONS=log_path=${EWC_SANITIZER_REPORTS}/ubsan:print_stacktrace=1:halt_on_error=1)
+
+# Instrumented code runs 2-3 times slower: once every test is defined (wherever in CMakeLists.txt),
+# give each one three times its timeout.
+function(ewc_sanitize_scale_timeouts)
+  get_property(tests DIRECTORY ${CMAKE_SOURCE_DIR} PROPERTY TESTS)
+  foreach(t ${tests})
+    get_test_property(${t} TIMEOUT timeout)
+    if(timeout)
+      math(EXPR timeout "${timeout} * 3")
+      set_tests_properties(${t} PROPERTIES TIMEOUT ${timeout})
+    endif()
+  endforeach()
+endfunction()
+cmake_language(DEFER DIRECTORY ${CMAKE_SOURCE_DIR} CALL ewc_sanitize_scale_timeouts)
