@@ -11,6 +11,7 @@ set(EWC_SANITIZE_ENV
     ASAN_OPTIONS=log_path=${EWC_SANITIZER_REPORTS}/asan:detect_leaks=1:halt_on_error=1:detect_stack_use_after_return=1:check_initialization_order=1:strict_init_order=1:fast_unwind_on_malloc=0
     LSAN_OPTIONS=suppressions=${EWC_SANITIZER_DIR}/lsan.supp:print_suppressions=0
     UBSAN_OPTIONS=log_path=${EWC_SANITIZER_REPORTS}/ubsan:print_stacktrace=1:halt_on_error=1)
+list(APPEND EWC_TEST_ENV ${EWC_SANITIZE_ENV})
 
 # Instrumented code runs 2-3 times slower: once every test is defined (wherever in CMakeLists.txt),
 # give each one three times its timeout.
@@ -25,3 +26,11 @@ function(ewc_sanitize_scale_timeouts)
   endforeach()
 endfunction()
 cmake_language(DEFER DIRECTORY ${CMAKE_SOURCE_DIR} CALL ewc_sanitize_scale_timeouts)
+
+# The set-up itself, tested (leak_canary.sh): a leak of ours is reported, Open MPI's are not.
+add_executable(leak_canary ${EWC_SANITIZER_DIR}/leak_canary.c)
+target_link_libraries(leak_canary PRIVATE ewc)
+add_test(NAME sanitizer_leak_canary
+         COMMAND bash ${EWC_SANITIZER_DIR}/leak_canary.sh $<TARGET_FILE:leak_canary>)
+set_tests_properties(sanitizer_leak_canary PROPERTIES TIMEOUT 300
+    ENVIRONMENT "${EWC_TEST_ENV};ASAN_OPTIONS=detect_leaks=1:fast_unwind_on_malloc=0")
