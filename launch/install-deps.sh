@@ -6,7 +6,8 @@ set -euo pipefail
 packages=(build-essential cmake pkg-config libopenmpi-dev openmpi-bin libopenblas-dev
           libhdf5-dev hdf5-tools libcmocka-dev zlib1g-dev librandom123-dev
           dataset-fashion-mnist python3-h5py python3-numpy python3-matplotlib
-          slurm-wlm munge iproute2)
+          slurm-wlm munge iproute2
+          clang cppcheck)   # .ci/run: the clang -Werror build and static analysis
 
 missing=()
 for p in "${packages[@]}"; do

@@ -76,6 +76,7 @@ static EwcStatus write_config(H5Writer *w, const Config *c) {
             st = h5file_set_attr_i64(w, "/config", fields[i].name,
                                      (int64_t) * (const unsigned long long *)p);
             break;
+        /* cppcheck-suppress invalidPointerCast ; p points at a double member (fields[i].offset) */
         case F_DBL: st = h5file_set_attr_f64(w, "/config", fields[i].name, *(const double *)p); break;
         case F_STR: st = h5file_set_attr_str(w, "/config", fields[i].name, p); break;
         }
@@ -101,6 +102,7 @@ static EwcStatus check_config(const H5Reader *r, const Config *cur, const char *
         if (fields[i].since > version ||
             (fields[i].may_lack && !h5file_attr_exists(r, "/config", fields[i].name))) {
             /* an older file: the flag did not exist, i.e. 0 (or the recorded old meaning) */
+            /* cppcheck-suppress invalidPointerCast ; p points at a double member (fields[i].offset) */
             if (fields[i].type == F_DBL) *(double *)p = fields[i].missing;
             else *(int *)p = 0;
             continue;
@@ -114,6 +116,7 @@ static EwcStatus check_config(const H5Reader *r, const Config *cur, const char *
             if (!(st = h5file_get_attr_i64(r, "/config", fields[i].name, &v)))
                 *(unsigned long long *)p = (unsigned long long)v;
             break;
+        /* cppcheck-suppress invalidPointerCast ; p points at a double member (fields[i].offset) */
         case F_DBL: st = h5file_get_attr_f64(r, "/config", fields[i].name, (double *)p); break;
         case F_STR: st = h5file_get_attr_str(r, "/config", fields[i].name, p, CONFIG_PATH_MAX); break;
         }
@@ -423,7 +426,7 @@ static EwcStatus write_state(H5Writer *w, const Trainer *t, int tasks_done) {
     }
     if (!st) st = h5file_set_attr_i64(w, "/metrics", "curve_points", t->n_curve);
     if (!st && t->n_curve) {
-        if (!st) st = h5file_write_i64(w, "/metrics/curve_step", steps, 1, nc);
+        st = h5file_write_i64(w, "/metrics/curve_step", steps, 1, nc);
         if (!st) st = h5file_write_i32(w, "/metrics/curve_task", tasks, 1, nc);
         if (!st) st = h5file_write_f64(w, "/metrics/curve_accuracy", accs, 1, nc);
     }

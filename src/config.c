@@ -289,7 +289,7 @@ static void format_expected(const Flag *f, char *buf, size_t size) {
 /* V made safe for a one-line message: control bytes become '?', long values are cut. */
 static const char *shown(const char *v, char buf[SHOWN_MAX + 4]) {
     size_t i = 0;
-    for (; v[i] && i < SHOWN_MAX; i++) {
+    for (; i < SHOWN_MAX && v[i]; i++) {
         unsigned char ch = (unsigned char)v[i];
         buf[i] = ch < 0x20 || ch == 0x7f ? '?' : (char)ch;
     }

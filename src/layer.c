@@ -89,6 +89,7 @@ static void softmax_row(float *prob, const float *z, int c, float *zmax, double 
     float inv = (float)(1.0 / s);
     for (int k = 0; k < c; k++) prob[k] *= inv;
     *zmax = m;
+    /* cppcheck-suppress invalidFunctionArg ; c >= 1 and the max's term is expf(0) = 1, so s >= 1 */
     *logsum = log(s);
 }
 

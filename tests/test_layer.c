@@ -407,6 +407,7 @@ static double logsumexp(const double *z, int c) {
     double m = z[0], s = 0.0;
     for (int k = 1; k < c; k++) m = z[k] > m ? z[k] : m;
     for (int k = 0; k < c; k++) s += exp(z[k] - m);
+    /* cppcheck-suppress invalidFunctionArg ; c >= 1 and the max's term is exp(0) = 1, so s >= 1 */
     return m + log(s);
 }
 

@@ -24,7 +24,7 @@ static void test_stops_early_and_restores_best(void **state) {
     char dir[64] = "/tmp/test_mpi_earlystop.XXXXXX";
     if (mt_rank == 0 && !mkdtemp(dir)) dir[0] = '\0';
     MPI_Bcast(dir, sizeof dir, MPI_CHAR, 0, MPI_COMM_WORLD);
-    Config cfg;
+    Config cfg, plain; /* plain: r's config, which r points at until trainer_free(&r) */
     config_defaults(&cfg);
     cfg.tasks = 1;
     cfg.n_hidden = 1;
@@ -85,7 +85,7 @@ static void test_stops_early_and_restores_best(void **state) {
         MT_EXPECT(ok, rest, "momentum not zeroed after the restore");
 
         /* independent: exactly best_step plain steps from the same start */
-        Config plain = cfg;
+        plain = cfg;
         plain.patience = 0;
         have_r = trainer_init(&r, &plain, &data, MPI_COMM_WORLD) == EWC_OK;
         MT_EXPECT(ok, have_r, "trainer_init: %s", ewc_error_message());

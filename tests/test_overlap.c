@@ -39,8 +39,8 @@ static void test_random_fishers_match_float64_formula(void **state) {
     double s1 = 0, s2 = 0, d = 0;
     srand(3);
     for (int i = 0; i < N; i++) {
-        f[i] = (float)rand() / RAND_MAX * (i % 3 == 0 ? 10.0f : 0.01f);
-        g[i] = (float)rand() / RAND_MAX;
+        f[i] = (float)rand() / (float)RAND_MAX * (i % 3 == 0 ? 10.0f : 0.01f);
+        g[i] = (float)rand() / (float)RAND_MAX;
         s1 += f[i];
         s2 += g[i];
     }
@@ -90,8 +90,8 @@ static void test_per_layer_overlap_matches_float64_reference(void **state) {
     assert_non_null(f2);
     srand(11);
     for (size_t i = 0; i < n; i++) {
-        f1[i] = (float)rand() / RAND_MAX * (i % 5 == 0 ? 50.0f : 1.0f);
-        f2[i] = (float)rand() / RAND_MAX * (i % 7 == 0 ? 0.0f : 3.0f);
+        f1[i] = (float)rand() / (float)RAND_MAX * (i % 5 == 0 ? 50.0f : 1.0f);
+        f2[i] = (float)rand() / (float)RAND_MAX * (i % 7 == 0 ? 0.0f : 3.0f);
     }
     double got[L];
     overlap_per_layer(f1, f2, len, L, got);

@@ -161,7 +161,7 @@ check "the sweep has 4 points" test "${#points[@]}" -eq 4
 # that has pending siblings with "Job can not be altered now" after delivering it, and scancel then
 # retries, delivering it again and again (also to the requeued job).
 victim="" vi=""
-for _ in $(seq 1500); do
+for _ in $(seq 6000); do   # up to 10 min: the sanitizer build on a busy machine is slow
     if [ -z "$(squeue -h -r -j "$array" -t PENDING -o %i 2>/dev/null)" ]; then
         while read -r id st; do
             i=${id#*_}
@@ -222,7 +222,7 @@ mapfile -t cmd < <(grep -v -x -e --resume -e --out -e "$tmp/slurm/${points[0]}" 
 job=$(EWC_LAUNCHER=mpirun sbatch --parsable --ntasks=2 --output="$tmp/log/mpirun.log" \
       "$launch/ewc-sbatch.sh" "${cmd[@]}" --out "$tmp/mpirun")
 signalled=0
-for _ in $(seq 1500); do
+for _ in $(seq 6000); do   # up to 10 min: the sanitizer build on a busy machine is slow
     if grep -q '^ewc-train: 5 tasks' "$tmp/log/mpirun.log" 2>/dev/null; then
         scancel --batch --signal=USR1 "$job" && signalled=1
         break

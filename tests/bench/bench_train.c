@@ -331,7 +331,7 @@ int main(int argc, char **argv) {
     const char *dir = default_data_dir(), *json = NULL, *reduce = g_size > 1 ? "both" : "exact";
     int reps = 5, steps = 0, warmup = 3, n_cases = 0, batch = 0;
     Case cases[MAX_CASES], one = {0};
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) { /* --flag value */
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int ok = 1;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -368,7 +368,6 @@ int main(int argc, char **argv) {
             MPI_Finalize();
             return 2;
         }
-        i++;
     }
     static const int widths[] = {400, 1000}, batches[] = {100, 1000};
     for (int w = 0; w < 2; w++)
