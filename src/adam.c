@@ -79,13 +79,15 @@ INLINE void step(Adam *a, float *theta, const float *grad, const Penalty *pen, C
         adam_explicit(theta, grad, a->m, a->v, pen->a, pen->b, w, a->n, k, pen->lambda);
 }
 
-VECTOR_CLONES static void step_plain(Adam *a, float *theta, const float *grad, const Penalty *pen,
-                                     Coef k, PenaltyStep mode) {
+/* (names unique across files: clang 14 gives target_clones resolvers of static functions
+ * global symbols) */
+VECTOR_CLONES static void adam_update_plain(Adam *a, float *theta, const float *grad,
+                                            const Penalty *pen, Coef k, PenaltyStep mode) {
     step(a, theta, grad, pen, k, mode, NULL);
 }
 
-VECTOR_CLONES static void step_si(Adam *a, float *theta, const float *grad, const Penalty *pen,
-                                  Coef k, PenaltyStep mode, float *w) {
+VECTOR_CLONES static void adam_update_si(Adam *a, float *theta, const float *grad,
+                                         const Penalty *pen, Coef k, PenaltyStep mode, float *w) {
     step(a, theta, grad, pen, k, mode, w);
 }
 
@@ -125,9 +127,9 @@ void adam_step_si(Adam *a, float *theta, const float *grad, const Penalty *pen, 
               (float)(1.0 - pow(a->beta1, (double)a->t)), (float)(1.0 - pow(a->beta2, (double)a->t)),
               lr, (float)a->eps};
     if (si_w)
-        step_si(a, theta, grad, pen, k, mode, si_w);
+        adam_update_si(a, theta, grad, pen, k, mode, si_w);
     else
-        step_plain(a, theta, grad, pen, k, mode);
+        adam_update_plain(a, theta, grad, pen, k, mode);
 }
 
 void adam_step(Adam *a, float *theta, const float *grad, const Penalty *pen, float lr,

@@ -82,25 +82,29 @@ INLINE void step(float *theta, const float *grad, float *mom, const Penalty *pen
     }
 }
 
-VECTOR_CLONES static void step_plain(float *theta, const float *grad, float *mom,
-                                     const Penalty *pen, float lr, float mu, PenaltyStep mode) {
+/* (names unique across files: clang 14 gives target_clones resolvers of static functions
+ * global symbols) */
+VECTOR_CLONES static void optim_update_plain(float *theta, const float *grad, float *mom,
+                                             const Penalty *pen, float lr, float mu,
+                                             PenaltyStep mode) {
     step(theta, grad, mom, pen, lr, mu, mode, NULL);
 }
 
-VECTOR_CLONES static void step_si(float *theta, const float *grad, float *mom, const Penalty *pen,
-                                  float lr, float mu, PenaltyStep mode, float *w) {
+VECTOR_CLONES static void optim_update_si(float *theta, const float *grad, float *mom,
+                                          const Penalty *pen, float lr, float mu,
+                                          PenaltyStep mode, float *w) {
     step(theta, grad, mom, pen, lr, mu, mode, w);
 }
 
 void optim_step(float *theta, const float *grad, float *mom, const Penalty *pen, float lr, float mu,
                 PenaltyStep mode) {
-    step_plain(theta, grad, mom, pen, lr, mu, mode);
+    optim_update_plain(theta, grad, mom, pen, lr, mu, mode);
 }
 
 void optim_step_si(float *theta, const float *grad, float *mom, const Penalty *pen, float lr,
                    float mu, PenaltyStep mode, float *si_w) {
     if (si_w)
-        step_si(theta, grad, mom, pen, lr, mu, mode, si_w);
+        optim_update_si(theta, grad, mom, pen, lr, mu, mode, si_w);
     else
-        step_plain(theta, grad, mom, pen, lr, mu, mode);
+        optim_update_plain(theta, grad, mom, pen, lr, mu, mode);
 }

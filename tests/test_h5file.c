@@ -766,7 +766,9 @@ static void test_damage_is_refused(void **state) {
         write_bytes(bad, image, len);
         assert_error(h5file_open_read(&r, bad), EWC_EFORMAT, bad, len >= 8 ? "damaged" : "", NULL);
     }
-    image = realloc(image, n + 1);
+    unsigned char *longer = realloc(image, n + 1);
+    assert_non_null(longer);
+    image = longer;
     image[n] = 0;
     write_bytes(bad, image, n + 1);
     assert_error(h5file_open_read(&r, bad), EWC_EFORMAT, bad, "damaged", NULL);
