@@ -1,16 +1,13 @@
 /* The integrity of our HDF5 files: the SHA-256 digest in the 512-byte user block (sealed at
- * commit, checked before HDF5 parses a byte), per-dataset CRC-32s, and verified in-memory opens. */
+ * commit, checked before HDF5 parses a byte), per-dataset CRC-32s, the diagnosis of a damaged
+ * file from its manifest (h5file_manifest.c), and verified in-memory opens. */
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -18,7 +15,6 @@
 #include "h5file_private.h"
 
 #define MAGIC H5FILE_DIGEST_MAGIC "\n"
-#define DIAGNOSE_SECONDS 10 /* a diagnosis that takes longer is abandoned (the child killed) */
 
 /* ---- CRC-32 --------------------------------------------------------------------------------- */
 
@@ -126,129 +122,32 @@ static EwcStatus check_length(const char *name, unsigned long long length, size_
 
 /* ---- diagnosis of a damaged image ----------------------------------------------------------- */
 
-typedef struct {
-    size_t image_size;
-    char found[200]; /* the first dataset whose data does not match its CRC-32 */
-} Diagnosis;
-
-static bool kind_of(hid_t type, Kind *k) {
-    H5T_class_t cls = H5Tget_class(type);
-    size_t size = H5Tget_size(type);
-    if (cls == H5T_FLOAT && (size == 4 || size == 8)) *k = size == 4 ? KIND_F32 : KIND_F64;
-    else if (cls == H5T_INTEGER && (size == 4 || size == 8)) *k = size == 4 ? KIND_I32 : KIND_I64;
-    else return false;
-    return true;
-}
-
-/* Whether dataset NAME (below OBJ) has a CRC-32 attribute that matches its data. */
-static bool dataset_intact(hid_t obj, const char *name, size_t image_size) {
-    hid_t dset = H5Dopen2(obj, name, H5P_DEFAULT), type = H5I_INVALID_HID;
-    hid_t space = H5I_INVALID_HID, attr = H5I_INVALID_HID;
-    void *buf = NULL;
-    bool ok = false;
-    Kind k;
-    int64_t stored = -1;
-    if (dset < 0 || (type = H5Dget_type(dset)) < 0 || !kind_of(type, &k)) goto done;
-    space = H5Dget_space(dset);
-    hssize_t n = space < 0 ? -1 : H5Sget_simple_extent_npoints(space);
-    size_t size = H5Tget_size(type);
-    if (n < 0 || (size_t)n > image_size / size) goto done; /* more data than the file holds */
-    attr = H5Aopen(dset, CRC_ATTR, H5P_DEFAULT);
-    if (attr < 0 || H5Aread(attr, H5T_NATIVE_INT64, &stored) < 0) goto done;
-    buf = malloc((size_t)n * size + 1);
-    if (!buf || (n > 0 && H5Dread(dset, h5file_kind_mem_type(k), H5S_ALL, H5S_ALL, H5P_DEFAULT,
-                                  buf) < 0))
-        goto done;
-    ok = stored == (int64_t)h5file_crc_le(buf, (size_t)n, size);
-done:
-    free(buf);
-    if (attr >= 0) H5Aclose(attr);
-    if (space >= 0) H5Sclose(space);
-    if (type >= 0) H5Tclose(type);
-    if (dset >= 0) H5Dclose(dset);
-    return ok;
-}
-
-static herr_t visit_object(hid_t obj, const char *name, const H5O_info_t *info, void *client) {
-    Diagnosis *d = client;
-    if (info->type != H5O_TYPE_DATASET || dataset_intact(obj, name, d->image_size)) return 0;
-    snprintf(d->found, sizeof d->found, "/%s", name);
-    return 1;
-}
-
-/* In a child process (HDF5 parses unverified bytes here, so a crash or a hang must not reach
- * the caller): 'D' and the name of the first damaged dataset, 'C' if every dataset matches its
- * CRC, 'H' if HDF5 cannot open or walk the image. */
-static void diagnose_child(int fd, const unsigned char *image, size_t size) {
-    Diagnosis d = {size, ""};
-    char out[sizeof d.found + 1] = "H";
-    alarm(DIAGNOSE_SECONDS);
-    hid_t file = h5file_open_image_unverified(image, size);
-    if (file >= 0) {
-#if H5_VERSION_GE(1, 12, 0)
-        herr_t rc = H5Ovisit3(file, H5_INDEX_NAME, H5_ITER_INC, visit_object, &d, H5O_INFO_BASIC);
-#else
-        herr_t rc = H5Ovisit2(file, H5_INDEX_NAME, H5_ITER_INC, visit_object, &d, H5O_INFO_BASIC);
-#endif
-        if (d.found[0]) snprintf(out, sizeof out, "D%s", d.found);
-        else if (rc >= 0) out[0] = 'C';
-    }
-    ssize_t ignored = write(fd, out, strlen(out));
-    (void)ignored;
-    _exit(0);
-}
-
 static atomic_bool no_diagnosis;
 
 void h5file_set_diagnosis(bool on) { atomic_store(&no_diagnosis, !on); }
 
-/* What a damaged image's CRCs say, as "; ..." for the error message (OUT[256]). */
+/* What a damaged image's manifest says, as "; ..." for the error message (OUT[OUT_SIZE]): pure C
+ * over the bytes, HDF5 never sees them. */
 static void diagnose(const unsigned char *image, size_t size, char *out, size_t out_size) {
-    char got[256] = "";
-    size_t used = 0;
-    int fds[2];
+    char found[256];
     out[0] = '\0';
     if (atomic_load(&no_diagnosis)) return;
-    snprintf(out, out_size, "; its HDF5 structure is damaged too");
-    if (pipe2(fds, O_CLOEXEC) != 0) return;
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0) {
-        close(fds[0]);
-        diagnose_child(fds[1], image, size);
-    }
-    close(fds[1]);
-    if (pid < 0) {
-        close(fds[0]);
-        return;
-    }
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (;;) {
-        clock_gettime(CLOCK_MONOTONIC, &t1);
-        long left = DIAGNOSE_SECONDS * 1000L - (long)((t1.tv_sec - t0.tv_sec) * 1000L +
-                                                      (t1.tv_nsec - t0.tv_nsec) / 1000000L);
-        struct pollfd p = {fds[0], POLLIN, 0};
-        int rc = left > 0 ? poll(&p, 1, (int)left) : 0;
-        if (rc < 0 && errno == EINTR) continue;
-        if (rc <= 0) break;
-        ssize_t k = read(fds[0], got + used, sizeof got - 1 - used);
-        if (k < 0 && errno == EINTR) continue;
-        if (k <= 0) break;
-        used += (size_t)k;
-    }
-    close(fds[0]);
-    kill(pid, SIGKILL); /* no-op if it has finished; waitpid reaps it either way */
-    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
-    }
-    got[used] = '\0';
-    for (char *c = got; *c; c++)
-        if (*c < ' ' || *c > '~') *c = '?'; /* a damaged name must not break the line */
-    if (got[0] == 'D' && got[1])
-        snprintf(out, out_size, "; first damaged dataset: %.200s", got + 1);
-    else if (got[0] == 'C')
+    switch (h5file_manifest_check(image, size, found, sizeof found)) {
+    case MANIFEST_DATASET:
+        snprintf(out, out_size, "; first damaged dataset: %.200s", found);
+        break;
+    case MANIFEST_INTACT:
         snprintf(out, out_size, "; every dataset matches its CRC-32, so the damage is in HDF5"
-                                " metadata, an attribute or the digest header");
+                                " metadata, an attribute, the manifest or the digest header");
+        break;
+    case MANIFEST_DAMAGED:
+        snprintf(out, out_size, "; its dataset manifest is damaged too, so no dataset is named");
+        break;
+    case MANIFEST_ABSENT:
+        snprintf(out, out_size, "; no dataset manifest at its end (truncated or damaged there),"
+                                " so no dataset is named");
+        break;
+    }
 }
 
 /* ---- verification and opening --------------------------------------------------------------- */
@@ -266,7 +165,8 @@ EwcStatus h5file_verify_image(const char *name, const void *image, size_t size) 
     return EWC_EFORMAT;
 }
 
-hid_t h5file_open_image_unverified(const void *image, size_t size) {
+/* Open the verified IMAGE read-only in memory (HDF5 copies it); < 0 on failure. */
+static hid_t open_verified_image(const void *image, size_t size) {
     static atomic_uint counter;
     char name[64];
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS), file = H5I_INVALID_HID;
@@ -291,7 +191,7 @@ EwcStatus h5file_open_image(H5Reader *r, const char *name, const void *image, si
         r->damaged = true;
         return st;
     }
-    r->file = h5file_open_image_unverified(image, size);
+    r->file = open_verified_image(image, size);
     if (r->file < 0) {
         ewc_error_set("%s: not a readable HDF5 file (%s)", name, h5file_detail(detail));
         return EWC_EFORMAT;

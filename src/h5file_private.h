@@ -28,8 +28,25 @@ hid_t h5file_kind_file_type(Kind k);
  * little-endian representation, so the value does not depend on the host. */
 uint32_t h5file_crc_le(const void *data, size_t count, size_t size);
 
-/* Open IMAGE read-only in memory without checking its digest (the caller has, or parses it
- * in a throw-away process). HDF5 copies IMAGE. < 0 on failure. */
-hid_t h5file_open_image_unverified(const void *image, size_t size);
+/* The dataset manifest (h5file_manifest.c), appended after the HDF5 bytes at commit:
+ *     EWC-MANIFEST v1
+ *     <offset> <size> <crc32, 8 hex digits> </path>      one line per dataset, in name order
+ *     EWC-MANIFEST-END <length of the lines above, 20 digits> <their crc32, 8 hex digits>
+ * Offsets count from the start of the file (user block included). The whole trailer for the
+ * datasets of FILE (open, flushed, ours), in *TEXT (malloc'd, *LEN bytes); NAME for messages. */
+EwcStatus h5file_manifest_build(hid_t file, const char *name, char **text, size_t *len);
+
+typedef enum {
+    MANIFEST_INTACT,  /* the manifest is intact and every dataset matches its CRC-32 */
+    MANIFEST_DATASET, /* ... and FOUND names the first dataset that does not */
+    MANIFEST_DAMAGED, /* a manifest footer, but the manifest fails its CRC or its bounds */
+    MANIFEST_ABSENT   /* no manifest footer at the end (truncated, damaged or never written) */
+} ManifestVerdict;
+
+/* What the manifest at the end of the SIZE-byte file IMAGE says about its datasets, reading
+ * only IMAGE's bytes (never HDF5; IMAGE may be damaged or hostile): every offset and size is
+ * checked against SIZE before a byte is read. FOUND[FOUND_SIZE] gets the dataset's path. */
+ManifestVerdict h5file_manifest_check(const unsigned char *image, size_t size, char *found,
+                                      size_t found_size);
 
 #endif

@@ -209,7 +209,8 @@ EwcStatus h5file_commit(H5Writer *w) { return h5file_commit_keep(w, NULL); }
 EwcStatus h5file_commit_keep(H5Writer *w, const char *prev_path) {
     EwcStatus st = EWC_OK;
     unsigned char *image = NULL;
-    char detail[DETAIL_MAX];
+    char detail[DETAIL_MAX], *manifest = NULL;
+    size_t mlen = 0;
 
     if (!w || !w->active) {
         ewc_error_set("h5file_commit: no file is being written");
@@ -222,10 +223,13 @@ EwcStatus h5file_commit_keep(H5Writer *w, const char *prev_path) {
     }
     ssize_t size = -1;
     if (H5Fflush(w->file, H5F_SCOPE_GLOBAL) >= 0) size = H5Fget_file_image(w->file, NULL, 0);
+    /* the manifest of the datasets goes after the HDF5 bytes (h5file_private.h) */
+    if (size > 0 && (st = h5file_manifest_build(w->file, w->final_path, &manifest, &mlen)))
+        goto fail;
     /* HDF5's image starts at the superblock: the user block (the digest header) goes first */
-    size_t total = size > 0 ? (size_t)size + H5FILE_USERBLOCK : 0;
+    size_t total = size > 0 ? H5FILE_USERBLOCK + (size_t)size + mlen : 0;
     if (size > 0 && !(image = calloc(1, total))) {
-        ewc_error_set("%s: out of memory for a %zd-byte file image", w->final_path, size);
+        ewc_error_set("%s: out of memory for a %zu-byte file image", w->final_path, total);
         st = EWC_ENOMEM;
         goto fail;
     }
@@ -233,6 +237,17 @@ EwcStatus h5file_commit_keep(H5Writer *w, const char *prev_path) {
         H5Fget_file_image(w->file, image + H5FILE_USERBLOCK, (size_t)size) != size) {
         ewc_error_set("%s: cannot serialise the HDF5 file (%s)", w->final_path,
                       h5file_detail(detail));
+        st = EWC_EIO;
+        goto fail;
+    }
+    memcpy(image + H5FILE_USERBLOCK + size, manifest, mlen);
+    /* the manifest must describe these very bytes: what a diagnosis will read, checked now */
+    char found[256];
+    ManifestVerdict v = h5file_manifest_check(image, total, found, sizeof found);
+    if (v != MANIFEST_INTACT) {
+        ewc_error_set("%s: its dataset manifest does not match the file it describes (%s%s)",
+                      w->final_path, v == MANIFEST_DATASET ? "dataset " : "unreadable",
+                      v == MANIFEST_DATASET ? found : "");
         st = EWC_EIO;
         goto fail;
     }
@@ -270,6 +285,7 @@ EwcStatus h5file_commit_keep(H5Writer *w, const char *prev_path) {
 
 fail:
     free(image);
+    free(manifest);
     h5file_abort(w);
     return st;
 }
