@@ -2,8 +2,9 @@
 # Issue 9, integrity of what we write: a real mid-run checkpoint damaged 200+ seeded ways (bit
 # flips anywhere, in the user block, the HDF5 metadata and each dataset; truncations; zeroed and
 # garbage runs; datasets transplanted from another run, also rewritten by h5py) is refused every
-# time, with no crash and no hang; --resume falls back to checkpoint.prev.h5 with one warning and
-# ends bit-identical to an uninterrupted run (1 and 2 ranks); with no intact checkpoint left it
+# time, with no crash and no hang, and a flip in a dataset's data names that dataset (from the
+# manifest trailer); --resume falls back to checkpoint.prev.h5 with one warning and ends
+# bit-identical to an uninterrupted run (1 and 2 ranks); with no intact checkpoint left it
 # exits 1 with one line and keeps the files; --fisher-overlap is protected the same way.
 set -uo pipefail
 train=${EWC_TRAIN:-$1/ewc-train}
@@ -75,6 +76,8 @@ echo "# ${summary:-no summary (exit $rc)}"
 check "every damaged copy is refused with one line naming it; no crash, no hang (exit $rc)" test "$rc" -eq 0
 check "at least 200 cases, 0 accepted, 0 crashes, 0 hangs" bash -c "echo '$summary' |
     grep -Eq 'damage test: ([2-9][0-9]{2}|[0-9]{4,}) cases .* 0 accepted, 0 crashes, 0 hangs'"
+check "every bit flip in a dataset's data names exactly that dataset (from the manifest)" bash -c \
+    "echo '$summary' | grep -Eq '; ([1-9][0-9]*) of \\1 flips in dataset data named exactly it'"
 [ "$rc" -eq 0 ] || grep -Ev ' refused: ' "$work/damage.log" | head -20
 
 # --resume: checkpoint.h5 damaged, the previous one intact -> one warning, the previous one is

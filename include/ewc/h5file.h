@@ -12,12 +12,20 @@
  *    HDF5 (h5py, h5dump) skips the user block, so the files stay ordinary HDF5 files.
  *  - Every dataset carries an int64 attribute "crc32": zlib's CRC-32 of its elements'
  *    little-endian bytes in row-major order.
+ *  - After the HDF5 bytes (HDF5 reads only up to its end of allocation and ignores them), a
+ *    text trailer, the dataset manifest, covered by the digest:
+ *        EWC-MANIFEST v1
+ *        <offset> <size> <crc32, 8 hex digits> <path>     one line per dataset, in name order
+ *        EWC-MANIFEST-END <length of the two parts above, 20 digits> <their crc32, 8 hex>
+ *    where offset counts bytes from the start of the file (user block included) to the
+ *    dataset's contiguous data and size is its byte count (0 0 for an empty dataset).
  *  - A read loads the whole file into memory, checks the header (byte for byte as we would have
  *    written it), the length and the digest, and only then opens the image in memory; every
  *    dataset read also checks its CRC-32. A file without a header, of the wrong length or with
- *    a wrong digest is EWC_EFORMAT, "PATH: damaged (...)"; after a digest mismatch a throw-away
- *    child process walks the image and the message names the first dataset whose CRC-32 fails
- *    (its data is never used). */
+ *    a wrong digest is EWC_EFORMAT, "PATH: damaged (...)". After a digest mismatch the message
+ *    names the first dataset whose bytes fail the CRC-32 in the manifest, if the manifest is
+ *    intact (its own CRC-32 and strict bounds checks); this reads the bytes in plain C, never
+ *    with HDF5, and no data of a damaged file is ever used. */
 #ifndef EWC_H5FILE_H
 #define EWC_H5FILE_H
 
@@ -62,7 +70,8 @@ typedef struct {
  * behind). On success exactly one of h5file_commit / h5file_abort must follow. */
 EwcStatus h5file_create_temp(H5Writer *w, const char *final_path);
 
-/* Serialise and close the HDF5 file, seal it (digest header), write and fsync the temp file,
+/* Serialise the HDF5 file, append the dataset manifest (checked against the bytes it lists),
+ * close it, seal it (digest header), write and fsync the temp file,
  * rename it over final_path, fsync the directory. On any failure before the rename (including an earlier failed write on W)
  * the temp file is removed, final_path is untouched, and EWC_EIO (EWC_ENOMEM for the image copy)
  * is returned. Only a failed directory fsync comes after the rename: then the new file is in
@@ -128,13 +137,13 @@ EwcStatus h5file_open_read(H5Reader *r, const char *path);
  * messages: for in-memory files and the fuzz harnesses. */
 EwcStatus h5file_open_image(H5Reader *r, const char *name, const void *image, size_t size);
 
-/* Check IMAGE's digest header, length and digest only (HDF5 is not involved, except for the
- * diagnosis after a mismatch): EWC_OK, or EWC_EFORMAT "NAME: damaged (...)". */
+/* Check IMAGE's digest header, length and digest only (HDF5 is not involved; a mismatch is
+ * diagnosed from the manifest): EWC_OK, or EWC_EFORMAT "NAME: damaged (...)". */
 EwcStatus h5file_verify_image(const char *name, const void *image, size_t size);
 
-/* Whether a digest mismatch is diagnosed (default true): the diagnosis forks a child process
- * that walks the damaged image with HDF5 (up to 10 s). A fuzz harness feeding unsealed images
- * switches it off for speed. Not thread-safe with respect to running reads. */
+/* Whether a digest mismatch is diagnosed from the manifest (default true; one CRC-32 pass over
+ * the listed data, no HDF5); off, the message says only that the digest does not match.
+ * Not thread-safe with respect to running reads. */
 void h5file_set_diagnosis(bool on);
 
 /* Write the digest header into the first 512 bytes of IMAGE for its bytes 512..SIZE-1, as a

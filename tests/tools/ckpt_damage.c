@@ -6,8 +6,9 @@
  *
  * GOOD: the checkpoint to damage (written by ewc-train with EWC-TRAIN-FLAGS); OTHER: a checkpoint
  * of another run with the same layout, for transplants; EXTRA: damaged files made elsewhere
- * (e.g. by h5py). Prints one line per case and the counts; exit 0 iff GOOD itself loads and no
- * damaged copy is accepted, crashes or hangs. */
+ * (e.g. by h5py). Prints one line per case and the counts; exit 0 iff GOOD itself loads, no
+ * damaged copy is accepted, crashes or hangs, and each bit flip in a dataset's data names
+ * exactly that dataset (from the manifest). */
 #include <errno.h>
 #include <hdf5.h>
 #include <mpi.h>
@@ -43,6 +44,8 @@ static struct {
     const char *work;
     Trainer t;
     int cases, refused, accepted, crashes, hangs, bad_messages, named;
+    const char *expect; /* the dataset the case damaged, which the message must name */
+    int expected, named_right;
 } S;
 
 static uint64_t rng_state;
@@ -174,6 +177,13 @@ static void run_case(const char *what, const char *path) {
         }
         if (strstr(msg, "first damaged dataset") || strstr(msg, "CRC-32 check")) S.named++;
     }
+    if (S.expect) { /* named exactly: the name ends the message's parenthesis */
+        char want[200];
+        snprintf(want, sizeof want, "first damaged dataset: %s)", S.expect);
+        S.expected++;
+        if (strstr(msg, want)) S.named_right++;
+        else verdict = "refused, DATASET NOT NAMED";
+    }
     printf("case %3d %-40s %s: %s\n", S.cases, what, verdict, msg);
 }
 
@@ -270,7 +280,9 @@ int main(int argc, char **argv) {
     for (int i = 0; i < S.n_ranges; i++) {
         char what[200];
         snprintf(what, sizeof what, "bit flip in %s", S.ranges[i].name);
+        S.expect = S.ranges[i].name;
         flip_case(what, 1, S.ranges[i].start, S.ranges[i].start + S.ranges[i].len);
+        S.expect = NULL;
     }
     for (int i = 0; i < 30; i++) flip_case("multiple bit flips", 2 + (int)below(15), 0, n);
     static const size_t fixed[] = {0, 1, 8, 511, 512, 513, 520, 1024};
@@ -327,10 +339,14 @@ int main(int argc, char **argv) {
 
     printf("damage test: %d cases (%d dataset transplants), %d refused, %d accepted, %d crashes, "
            "%d hangs, %d refusals without a one-line message naming the file; %d named the "
-           "damaged dataset; intact control %s\n", S.cases, transplants, S.refused, S.accepted,
-           S.crashes, S.hangs, S.bad_messages, S.named, control_ok ? "loaded" : "NOT LOADED");
+           "damaged dataset; %d of %d flips in dataset data named exactly it; intact control"
+           " %s\n", S.cases, transplants, S.refused, S.accepted, S.crashes, S.hangs,
+           S.bad_messages, S.named, S.named_right, S.expected, control_ok ? "loaded" : "NOT LOADED");
     trainer_free(&S.t);
     dataset_free(&data);
     MPI_Finalize();
-    return control_ok && S.cases >= 200 && S.refused == S.cases && !S.bad_messages ? 0 : 1;
+    return control_ok && S.cases >= 200 && S.refused == S.cases && !S.bad_messages &&
+                   S.named_right == S.expected
+               ? 0
+               : 1;
 }
