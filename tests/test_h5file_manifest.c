@@ -255,18 +255,25 @@ static void test_lying_manifest(void **state) {
         NULL,                                      /* a line far too long */
     };
     size_t count = sizeof lies / sizeof *lies;
-    for (size_t i = 0; i < count; i++) {
+    char lie[5100];
+    for (size_t c = 0; c < 2 * count; c++) { /* each lie before a true line, then after it */
+        size_t i = c % count;
         if (i == count - 2)
-            snprintf(lines, sizeof lines, "%s%zu 2 00000000 /a/x\n", truth, f->hdf5_end - 1);
+            snprintf(lie, sizeof lie, "%zu 2 00000000 /a/x\n", f->hdf5_end - 1);
         else if (i == count - 1)
-            snprintf(lines, sizeof lines, "%s600 4 00000000 %s\n", truth, long_path);
+            snprintf(lie, sizeof lie, "600 4 00000000 %s\n", long_path);
         else
-            snprintf(lines, sizeof lines, "%s%s", truth, lies[i]); /* after a true line */
+            snprintf(lie, sizeof lie, "%s", lies[i]);
+        if (c < count && i != 12) /* (the lie without a newline must end the manifest) */
+            snprintf(lines, sizeof lines, "%s%s", lie, truth);
+        else
+            snprintf(lines, sizeof lines, "%s%s", truth, lie);
         b = with_manifest(f, lines, 0, &n);
         EwcStatus st = h5file_verify_image("img", b, n);
         free(b);
         if (!strstr(ewc_error_message(), "dataset manifest is damaged"))
-            fail_msg("lie %zu: \"%s\"", i, ewc_error_message());
+            fail_msg("lie %zu (%s): \"%s\"", i, c < count ? "before" : "after",
+                     ewc_error_message());
         assert_message(st, EWC_EFORMAT, "img: damaged (", NULL, "first damaged", NULL);
     }
     /* footers that lie about the manifest's length: longer than the file, or too short */
