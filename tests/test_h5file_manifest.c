@@ -54,12 +54,24 @@ static size_t find(const unsigned char *hay, size_t n, const void *needle, size_
     return 0;
 }
 
+static int teardown(void **state) {
+    Fixture *f = *state;
+    unlink(f->path);
+    rmdir(f->dir);
+    free(f->image);
+    free(f);
+    return 0;
+}
+
 /* A file with three datasets (float32, int64, float64), an empty one, a scalar and attributes. */
 static int setup(void **state) {
     Fixture *f = calloc(1, sizeof *f);
     if (!f) return -1;
     strcpy(f->dir, "/tmp/test_h5file_manifest.XXXXXX");
-    if (!mkdtemp(f->dir)) return -1;
+    if (!mkdtemp(f->dir)) {
+        free(f);
+        return -1;
+    }
     snprintf(f->path, sizeof f->path, "%s/m.h5", f->dir);
     for (int i = 0; i < 300; i++) X[i] = 1000.25f + (float)i;
     for (int i = 0; i < 100; i++) Y[i] = 7000000000LL + 3 * i;
@@ -71,26 +83,22 @@ static int setup(void **state) {
         h5file_write_i64(&w, "/a/y", Y, 1, dy) || h5file_write_f64(&w, "/b/z", Z, 1, dz) ||
         h5file_write_f32(&w, "/empty", NULL, 1, d0) || h5file_write_i32(&w, "/s", &s, 0, NULL) ||
         h5file_set_attr_str(&w, "/a", "note", "hello") || h5file_commit(&w))
-        return -1;
-    if (!(f->image = slurp(f->path, &f->n))) return -1;
+        goto fail;
+    if (!(f->image = slurp(f->path, &f->n))) goto fail;
     const void *data[3] = {X, Y, Z};
     for (int i = 0; i < 3; i++)
-        if (!(f->at[i] = find(f->image, f->n, data[i], SIZES[i]))) return -1;
+        if (!(f->at[i] = find(f->image, f->n, data[i], SIZES[i]))) goto fail;
     for (size_t i = f->n - strlen(MAGIC); i > 512 && !f->hdf5_end; i--)
         if (memcmp(f->image + i, MAGIC, strlen(MAGIC)) == 0) f->hdf5_end = i;
-    if (!f->hdf5_end) return -1;
+    if (!f->hdf5_end) goto fail;
     ewc_error_clear();
     *state = f;
     return 0;
-}
-
-static int teardown(void **state) {
-    Fixture *f = *state;
-    unlink(f->path);
-    rmdir(f->dir);
-    free(f->image);
-    free(f);
-    return 0;
+fail:
+    fprintf(stderr, "setup: %s\n", ewc_error_message());
+    *state = f;
+    teardown(state);
+    return -1;
 }
 
 /* STATUS is WANT and the message contains every string before NULL and none after it, up to a
