@@ -9,14 +9,20 @@ algorithms (what Open MPI uses for large messages):
   fixed      reduce-scatter + all-gather + one small max-allreduce:
                                          2(p-1) alpha + 2 log2(p) alpha + 12n(p-1)/p / beta
   allreduce  ring allreduce:             2(p-1) alpha + 8n(p-1)/p / beta
-efficiency = compute / step time.
-usage: scaling_model.py [--flops GF/s] [--per-rank b] [--link NAME=ALPHA_US,BETA_GBS ...]"""
+efficiency = compute / step time. fixed also pays, per rank and step, ceil(b/m) micro-batch
+conversions of the n-parameter gradient to int64 and their accumulation (memory-bound): c ns per
+parameter and micro-batch, fitted to the 2-rank bench_reduce run at batch 4096 (README
+"Scaling": 0.8 ns for 784-400-400-10, whose int64 slab stays in cache, 2.5 ns for
+784-2000-2000-10).
+usage: scaling_model.py [--flops GF/s] [--per-rank b] [--micro-batch m]
+                        [--link NAME=ALPHA_US,BETA_GBS ...]"""
 import argparse
 import math
 
-MODELS = {  # name: (parameters n, layers L, bytes per sample s that exact all-gathers)
-    "784-400-400-10": (478_410, 3, 6_500),
-    "784-2000-2000-10": (5_592_010, 3, 32_000),
+MODELS = {  # name: (parameters n, layers L, bytes per sample s that exact all-gathers,
+    #                  fixed's conversion ns per parameter and micro-batch)
+    "784-400-400-10": (478_410, 3, 6_500, 0.8),
+    "784-2000-2000-10": (5_592_010, 3, 32_000, 2.5),
 }
 
 
@@ -38,22 +44,25 @@ def main():
     ap.add_argument("--link", action="append", default=[],
                     help="NAME=ALPHA_US,BETA_GBS (default: 10 GbE and 100 Gb InfiniBand)")
     ap.add_argument("--ranks", default="8,16,64")
+    ap.add_argument("--micro-batch", type=int, default=96, help="--micro-batch m (default 96)")
     a = ap.parse_args()
     links = a.link or ["10GbE=25,1.15", "IB-EDR=1.5,11.5"]
     ranks = [int(x) for x in a.ranks.split(",")]
-    print(f"weak scaling, {a.per_rank} samples per rank, {a.flops:g} GFLOP/s per rank, "
-          "nothing overlapped: efficiency = compute / (compute + communication)")
+    print(f"weak scaling, {a.per_rank} samples per rank, {a.flops:g} GFLOP/s per rank, micro-batch "
+          f"{a.micro_batch}, nothing overlapped: efficiency = plain compute / step time")
     print("| model | link (alpha, beta) | reduction | " + " | ".join(f"p = {p}" for p in ranks) + " |")
     print("|---|---|---|" + "---:|" * len(ranks))
-    for name, (n, L, s) in MODELS.items():
+    for name, (n, L, s, conv_ns) in MODELS.items():
         compute = 6.0 * n * a.per_rank / (a.flops * 1e9)
         for link in links:
             lname, vals = link.split("=")
             alpha_us, beta_gbs = (float(v) for v in vals.split(","))
             alpha, beta = alpha_us * 1e-6, beta_gbs * 1e9
             for mode in ("exact", "fixed", "allreduce"):
-                eff = [compute / (compute + comm_seconds(mode, n, L, s, a.per_rank * p, p, alpha,
-                                                         beta)) for p in ranks]
+                conv = math.ceil(a.per_rank / a.micro_batch) * n * conv_ns * 1e-9
+                work = compute + (conv if mode == "fixed" else 0.0)
+                eff = [compute / (work + comm_seconds(mode, n, L, s, a.per_rank * p, p, alpha, beta))
+                       for p in ranks]
                 print(f"| {name} | {lname} ({alpha_us:g} us, {beta_gbs:g} GB/s) | {mode} | "
                       + " | ".join(f"{e:.2f}" for e in eff) + " |")
 
