@@ -6,7 +6,7 @@ set -uo pipefail
 train=${EWC_TRAIN:-$1/ewc-train}
 tools=${EWC_SOURCE_DIR:-$(dirname "$0")/..}/tests/tools
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
-. "$tools/check.sh" # $work, check, $passed, $failed
+. "$tools/check.sh" # $work, check, $passed, $failed, interrupt_until_done
 
 # every stateful feature on: EWC, momentum, both dropouts, a curve, a partial last batch (12050 =
 # 20 x 600 + 50) and micro-batches of 64 (10 per batch, the last of 24)
@@ -23,42 +23,12 @@ for np in 2 3 4 8; do
     check "$np ranks give bit-identical outputs to 1 rank" "$tools/same_outputs.py" "$work/ref" "$work/np$np"
 done
 
-# Interrupt a run at random moments (three times, then let it finish); prints the stops. A
-# signal is sent only once a new checkpoint shows that training is under way (--checkpoint-every
-# is an execution flag: it changes no result), so a slow mpirun start-up on a busy machine cannot
-# swallow it; then after a random fraction of a second.
-interrupt_until_done() {
-    local out=$1 sig=$2 expect=$3; shift 3
-    local stops=0 rc before
-    for attempt in $(seq 1 40); do
-        before=$(stat -c %y "$out/checkpoint.h5" 2> /dev/null)
-        "$@" "${args[@]}" --checkpoint-every 2 --out "$out" --resume > /dev/null 2>> "$out.err" &
-        local pid=$!
-        if [ "$stops" -ge 3 ]; then wait "$pid"; rc=$?; echo "$stops"; return "$rc"; fi
-        for i in $(seq 1200); do
-            [ "$(stat -c %y "$out/checkpoint.h5" 2> /dev/null)" != "$before" ] && break
-            kill -0 "$pid" 2> /dev/null || break
-            sleep 0.1
-        done
-        sleep "$(awk -v s=$RANDOM 'BEGIN { print (s % 1000) / 2500 }')"
-        kill -"$sig" "$pid" 2> /dev/null
-        ( sleep 120 & sp=$!; trap 'kill $sp; exit 0' TERM; wait $sp; kill -9 "$pid" ) \
-            > /dev/null 2>&1 &
-        local watchdog=$!
-        wait "$pid"; rc=$?
-        kill "$watchdog" 2> /dev/null; wait "$watchdog" 2> /dev/null
-        if [ "$rc" -eq 0 ]; then echo "$stops"; return 0; fi
-        [ "$rc" -eq "$expect" ] || { echo "attempt $attempt exited $rc, expected $expect" >&2; return 1; }
-        stops=$((stops + 1))
-    done
-    echo "not finished after 40 attempts" >&2; return 1
-}
-
-stops=$(interrupt_until_done "$work/sig3" USR1 3 mpirun -np 3 --oversubscribe "$train" 2> "$work/sig3.log")
+stops=$(interrupt_until_done "$work/sig3" USR1 3 0.4 mpirun -np 3 --oversubscribe "$train" \
+    --checkpoint-every 2 2> "$work/sig3.log")
 check "SIGUSR1 under mpirun -np 3: stopped at least twice (got ${stops:-0})" test "${stops:-0}" -ge 2
 check "mpirun stop + resume gives bit-identical outputs" "$tools/same_outputs.py" "$work/ref" "$work/sig3"
 
-stops=$(interrupt_until_done "$work/kill" KILL 137 "$train" 2> "$work/kill.log")
+stops=$(interrupt_until_done "$work/kill" KILL 137 0.4 "$train" --checkpoint-every 2 2> "$work/kill.log")
 check "SIGKILL at random steps: killed at least twice (got ${stops:-0})" test "${stops:-0}" -ge 2
 check "SIGKILL + resume gives bit-identical outputs" "$tools/same_outputs.py" "$work/ref" "$work/kill"
 

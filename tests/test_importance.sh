@@ -7,39 +7,10 @@ set -uo pipefail
 train=${EWC_TRAIN:-$1/ewc-train}
 tools=${EWC_SOURCE_DIR:-$(dirname "$0")/..}/tests/tools
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
-. "$tools/check.sh" # $work, check, $passed, $failed
+. "$tools/check.sh" # $work, check, $passed, $failed, interrupt_until_done
 
 common=(--tasks 3 --hidden 128,64 --epochs 2 --batch 96 --train-samples 6050 --test-samples 500
         --momentum 0.5 --dropout 0.1 --eval-every 40 --fisher-samples 2000 --quiet)
-
-# Run ARGS into OUT, killing it with SIG three times at random moments after it has written a
-# new checkpoint (so every stop lands after some progress, mostly mid-task), then to the end.
-# Prints the number of stops that exited with EXPECT; fails on any other exit status.
-stop_after_progress() {
-    local out=$1 sig=$2 expect=$3; shift 3
-    local stops=0 rc before
-    for attempt in 1 2 3 4; do
-        before=$(stat -c %y "$out/checkpoint.h5" 2> /dev/null)
-        "$@" "${args[@]}" --out "$out" --resume > /dev/null 2>> "$out.err" &
-        local pid=$!
-        if [ "$attempt" -eq 4 ]; then wait "$pid"; rc=$?; echo "$stops"; return "$rc"; fi
-        for i in $(seq 600); do
-            [ "$(stat -c %y "$out/checkpoint.h5" 2> /dev/null)" != "$before" ] && break
-            kill -0 "$pid" 2> /dev/null || break
-            sleep 0.1
-        done
-        sleep "$(awk -v s=$RANDOM 'BEGIN { print (s % 1000) / 1000 }')"
-        kill -"$sig" "$pid" 2> /dev/null
-        ( sleep 120 & sp=$!; trap 'kill $sp; exit 0' TERM; wait $sp; kill -9 "$pid" ) \
-            > /dev/null 2>&1 &
-        local watchdog=$!
-        wait "$pid"; rc=$?
-        kill "$watchdog" 2> /dev/null; wait "$watchdog" 2> /dev/null
-        if [ "$rc" -eq 0 ]; then echo "$stops"; return 0; fi
-        [ "$rc" -eq "$expect" ] || { echo "attempt $attempt exited $rc, expected $expect" >&2; return 1; }
-        stops=$((stops + 1))
-    done
-}
 
 h5attr() { # FILE OBJECT ATTR: print an attribute
     /usr/bin/python3 -c "import h5py, sys; v = h5py.File(sys.argv[1], 'r')[sys.argv[2]].attrs[sys.argv[3]]; print(v.decode() if isinstance(v, bytes) else v)" "$@"
@@ -73,12 +44,12 @@ for method in si mas; do
             "$tools/same_outputs.py" "$ref" "$work/$method.np$np"
     done
     args+=(--checkpoint-every 5)
-    stops=$(stop_after_progress "$work/$method.usr1" USR1 3 mpirun -np 2 --oversubscribe "$train")
+    stops=$(interrupt_until_done "$work/$method.usr1" USR1 3 1 mpirun -np 2 --oversubscribe "$train")
     check "$method: SIGUSR1 under mpirun -np 2: stopped at least twice (got ${stops:-0})" \
         test "${stops:-0}" -ge 2
     check "$method: SIGUSR1 + resume gives bit-identical outputs" \
         "$tools/same_outputs.py" "$ref" "$work/$method.usr1"
-    stops=$(stop_after_progress "$work/$method.kill" KILL 137 "$train")
+    stops=$(interrupt_until_done "$work/$method.kill" KILL 137 1 "$train")
     check "$method: SIGKILL: killed at least twice (got ${stops:-0})" test "${stops:-0}" -ge 2
     check "$method: SIGKILL + resume gives bit-identical outputs" \
         "$tools/same_outputs.py" "$ref" "$work/$method.kill"

@@ -1,41 +1,10 @@
 # Sourced by the task-family shell tests (test_tasks_resume.sh, test_tasks_rotated.sh): the
 # common run flags, interrupted runs, the frozen-heads check on a checkpoint, and one "series":
 # a run at 1, 2 and 4 ranks and after SIGUSR1 / SIGKILL resumes, all bit-identical. Needs
-# $train, $tools, $work and check (tests/tools/check.sh).
+# $train, $tools, $work, check and interrupt_until_done (tests/tools/check.sh).
 common=(--hidden 256,128 --epochs 2 --batch 64 --train-samples 20050 --test-samples 1000
         --method ewc --lambda 20 --momentum 0.5 --lr 0.05 --dropout 0.1 --eval-every 25
         --fisher-samples 600 --quiet)
-
-# Interrupt a run three times, then let it finish; prints the number of interruptions. OUT,
-# the signal, the expected exit status, the command. These runs are short, so each interruption
-# waits until a new checkpoint (--checkpoint-every) shows that training is under way, then a
-# random moment more (a signal during mpirun's start-up would not reach the ranks).
-interrupt_until_done() {
-    local out=$1 sig=$2 expect=$3; shift 3
-    local stops=0 rc before
-    for attempt in $(seq 1 40); do
-        before=$(stat -c %y "$out/checkpoint.h5" 2> /dev/null)
-        "$@" "${args[@]}" --out "$out" --resume > /dev/null 2>> "$out.err" &
-        local pid=$!
-        if [ "$stops" -ge 3 ]; then wait "$pid"; rc=$?; echo "$stops"; return "$rc"; fi
-        for i in $(seq 3000); do
-            [ "$(stat -c %y "$out/checkpoint.h5" 2> /dev/null)" != "$before" ] && break
-            kill -0 "$pid" 2> /dev/null || break
-            sleep 0.02
-        done
-        sleep "$(awk -v s=$RANDOM 'BEGIN { print (s % 1000) / 20000 }')"
-        kill -"$sig" "$pid" 2> /dev/null
-        ( sleep 120 & sp=$!; trap 'kill $sp; exit 0' TERM; wait $sp; kill -9 "$pid" ) \
-            > /dev/null 2>&1 &
-        local watchdog=$!
-        wait "$pid"; rc=$?
-        kill "$watchdog" 2> /dev/null; wait "$watchdog" 2> /dev/null
-        if [ "$rc" -eq 0 ]; then echo "$stops"; return 0; fi
-        [ "$rc" -eq "$expect" ] || { echo "attempt $attempt exited $rc, expected $expect" >&2; return 1; }
-        stops=$((stops + 1))
-    done
-    echo "not finished after 40 attempts" >&2; return 1
-}
 
 # The output rows of head j (units [j K, (j+1) K)) in the anchors of every later task equal
 # those of task j's anchor (task scenario), or the unseen classes' rows stay at their values
@@ -78,14 +47,14 @@ series() { # NAME ARGS...: the reference, 2 and 4 ranks, SIGUSR1 and SIGKILL ser
             "$tools/same_outputs.py" "$work/$name-ref" "$work/$name-np$np"
     done
     args+=(--checkpoint-every 9)
-    stops=$(interrupt_until_done "$work/$name-sig" USR1 3 mpirun -np 2 --oversubscribe "$train" \
+    stops=$(interrupt_until_done "$work/$name-sig" USR1 3 0.05 mpirun -np 2 --oversubscribe "$train" \
             2> "$work/$name-sig.log")
     check "$name: SIGUSR1 under mpirun -np 2 stopped at least twice (got ${stops:-0})" \
         test "${stops:-0}" -ge 2
     check "$name: SIGUSR1 + resume gives bit-identical outputs" \
         "$tools/same_outputs.py" "$work/$name-ref" "$work/$name-sig"
     args=("${common[@]}" "$@" --checkpoint-every 7)
-    stops=$(interrupt_until_done "$work/$name-kill" KILL 137 "$train" 2> "$work/$name-kill.log")
+    stops=$(interrupt_until_done "$work/$name-kill" KILL 137 0.05 "$train" 2> "$work/$name-kill.log")
     check "$name: SIGKILL at random steps, killed at least twice (got ${stops:-0})" \
         test "${stops:-0}" -ge 2
     check "$name: SIGKILL + resume gives bit-identical outputs" \
