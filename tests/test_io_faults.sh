@@ -10,6 +10,9 @@
 set -uo pipefail
 train=$(realpath "${EWC_TRAIN:-$1/ewc-train}")
 shim=$(realpath "${EWC_IOFAULT_LIB:-$1/libewc_iofault.so}")
+# an AddressSanitizer build needs its runtime first in the preload list
+asan=$(ldd "$train" 2> /dev/null | awk '/libasan/ { print $3 }')
+[ -n "$asan" ] && shim="$asan:$shim"
 tools=${EWC_SOURCE_DIR:-$(dirname "$0")/..}/tests/tools
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
 . "$tools/check.sh" # $work, check, $passed, $failed

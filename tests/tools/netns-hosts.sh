@@ -199,6 +199,11 @@ cmd_mpirun() {
     local slots; slots=$(awk '{ sub(/slots=/, "", $2); s += $2 } END { print s }' \
         "$state_root/$name/hostfile")
     [ "$slots" -gt "$(nproc)" ] && args=("${args[0]}" --mca mpi_yield_when_idle 1 "${args[@]:1}")
+    # a sanitizer build's options (tests/sanitizers) must reach the remote ranks too
+    local v
+    for v in ASAN_OPTIONS LSAN_OPTIONS UBSAN_OPTIONS; do
+        [ -n "${!v:-}" ] && args=("${args[0]}" -x "$v" "${args[@]:1}")
+    done
     enter_argv "${hosts%%$'\n'*}" "${args[@]}"
 }
 
