@@ -317,9 +317,7 @@ EwcStatus trainer_step(Trainer *t, int task, int epoch, int step, double *loss) 
 
     zero_rows(t->grad, t, exact ? t->dist.row_begin : 0, exact ? t->dist.row_end : s->n_rows);
     if ((st = reduce_batch(t, a, a->delta, t->grad, n, s0, s1, 0))) return st;
-    st = fixed   ? fixsum_finish(&t->fix, &t->dist, t->grad)
-         : exact ? dist_allgather_slab(&t->dist, t->grad)
-                 : dist_allreduce_sum(&t->dist, t->grad, s->n_params);
+    st = trainer_reduce_slab(t, t->grad);
     if (st) return st;
 
     double sum;
@@ -466,9 +464,7 @@ EwcStatus trainer_fisher(Trainer *t, int task, FisherKind kind, int n, float *fi
         }
         if ((st = reduce_batch(t, a, t->fisher_sq, fisher, m, s0, s1, 1))) goto done;
     }
-    st = fixed   ? fixsum_finish(&t->fix, &t->dist, fisher)
-         : exact ? dist_allgather_slab(&t->dist, fisher)
-                 : dist_allreduce_sum(&t->dist, fisher, s->n_params);
+    st = trainer_reduce_slab(t, fisher);
     if (st) goto done;
     float inv = 1.0f / (float)n;
     for (size_t i = 0; i < s->n_params; i++) fisher[i] *= inv;
