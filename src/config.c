@@ -154,7 +154,8 @@ static const Flag flags[] = {
          "independent of the batch), allreduce (float sum, equal only up to rounding), or auto "
          "(exact, or fixed once exact would move 4/3 of its bytes: from model and batch only)"),
     INT("--micro-batch", micro_batch, G_PARALLEL, 1, 0, 1 << 20,
-        "--reduce fixed: samples per micro-batch (one rank computes each); 0 = 96"),
+        "--reduce fixed: samples per micro-batch (one rank computes each); 0 = 96, 84 or 72, "
+        "whichever splits the batch most evenly over 2 and 4 ranks"),
     INT("--threads", threads, G_PARALLEL, 0, 1, 256, "BLAS threads per MPI rank"),
     {.flag = "--blas-core", AT(blas_core), .arg = "auto|keep|NAME", .group = G_PARALLEL,
      .kind = K_WORD,

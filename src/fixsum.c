@@ -3,6 +3,9 @@
 #include "ewc/fixsum.h"
 
 #include <cblas.h>
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,10 +71,25 @@ __attribute__((target("avx2"))) static long long add_avx2(int64_t *restrict acc,
     ADD_FLOATS_BODY
 }
 
+/* AVX-512DQ has the float64 -> int64 conversion: round-to-nearest-even in one instruction
+ * (explicit rounding, whatever the MXCSR says), the same bits as the trick above. */
 __attribute__((target("avx512f,avx512dq,avx512vl"))) static long long add_avx512(
     int64_t *restrict acc, const float *restrict x, size_t n, double scale, double lim,
     int64_t keep) {
-    ADD_FLOATS_BODY
+    const __m512d vscale = _mm512_set1_pd(scale), vlim = _mm512_set1_pd(lim);
+    const __m512i vkeep = _mm512_set1_epi64(keep);
+    long long bad = 0;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m512d v = _mm512_mul_pd(_mm512_cvtps_pd(_mm256_loadu_ps(x + i)), vscale);
+        __mmask8 ok = _mm512_cmp_pd_mask(_mm512_abs_pd(v), vlim, _CMP_LE_OQ); /* NaN: not ok */
+        bad += 8 - __builtin_popcount(ok);
+        __m512i q = _mm512_maskz_cvt_roundpd_epi64(ok, v, _MM_FROUND_TO_NEAREST_INT |
+                                                          _MM_FROUND_NO_EXC);
+        __m512i old = _mm512_and_si512(_mm512_loadu_si512(acc + i), vkeep);
+        _mm512_storeu_si512(acc + i, _mm512_add_epi64(old, q));
+    }
+    return bad + add_generic(acc + i, x + i, n - i, scale, lim, keep);
 }
 #endif
 
@@ -108,19 +126,25 @@ long long fixsum_add_floats(int64_t *acc, const float *x, size_t n, int shift, i
     return fixsum_add_floats_isa(isa, acc, x, n, shift, lim_bits, assign);
 }
 
-double fixsum_gemm_bound(const float *d, int ldd, const float *x, int ldx, int k, int dout,
-                         int cols, int square, double *colsum) {
+/* Vectorised (AVX2 where the CPU has it, the same bits: no FMA, no reassociation). A row's
+ * max |x| is the max of the absolute values' bit patterns, as unsigned integers: their order is
+ * the floats' own for non-negative floats, and inf and NaN lie above every finite one. */
+__attribute__((target_clones("avx2", "default"))) double fixsum_gemm_bound(
+    const float *d, int ldd, const float *x, int ldx, int k, int dout, int cols, int square,
+    double *colsum) {
     for (int i = 0; i < dout; i++) colsum[i] = 0.0;
     for (int r = 0; r < k; r++) {
         const float *xr = x + (size_t)r * ldx, *dr = d + (size_t)r * ldd;
-        float m = 0.0f;
-        int nonfinite = 0;
+        uint32_t mb = 0;
         for (int c = 0; c < cols; c++) {
-            float a = fabsf(xr[c]);
-            nonfinite |= !(a <= 3.4028235e38f);
-            m = a > m ? a : m;
+            uint32_t b;
+            memcpy(&b, xr + c, sizeof b);
+            b &= 0x7fffffffu;
+            mb = b > mb ? b : mb;
         }
-        if (nonfinite) return INFINITY;
+        if (mb >= 0x7f800000u) return INFINITY;
+        float m;
+        memcpy(&m, &mb, sizeof m);
         double mr = square ? (double)m * m : (double)m;
         for (int i = 0; i < dout; i++) colsum[i] += fabs((double)dr[i]) * mr;
     }
@@ -143,6 +167,35 @@ double fixsum_exact_bytes_per_sample(const ModelShape *s) {
     return 4.0 * floats;
 }
 
+/* The largest share of the N rows that a rank of P gets, in micro-batches of M (fixsum_rows). */
+static int largest_share(int n, int m, int p) {
+    int count = (n + m - 1) / m, most = 0;
+    for (int r = 0; r < p; r++) {
+        long long j0 = (long long)count * r / p, j1 = (long long)count * (r + 1) / p;
+        long long lo = j0 * m < n ? j0 * m : n, hi = j1 * m < n ? j1 * m : n;
+        most = hi - lo > most ? (int)(hi - lo) : most;
+    }
+    return most;
+}
+
+int fixsum_default_micro(int batch) {
+    static const int candidates[] = {96, 84, 72}, ranks[] = {2, 4};
+    int best = candidates[0];
+    double best_cost = INFINITY;
+    for (int i = 0; i < 3; i++) {
+        double cost = 0.0; /* the worst imbalance, as largest share x p / batch */
+        for (int k = 0; k < 2; k++) {
+            double c = (double)largest_share(batch, candidates[i], ranks[k]) * ranks[k] / batch;
+            cost = c > cost ? c : cost;
+        }
+        if (cost < best_cost - 1e-12) {
+            best = candidates[i];
+            best_cost = cost;
+        }
+    }
+    return best;
+}
+
 ReduceMode fixsum_choose(const ModelShape *s, int batch) {
     return (double)batch * fixsum_exact_bytes_per_sample(s) >= 12.0 * (double)s->n_params
                ? REDUCE_FIXED
@@ -158,7 +211,7 @@ void fixsum_resolve_config(Config *c, int inputs, int classes) {
         }
         c->reduce = fixsum_choose(&s, c->batch);
     }
-    if (c->reduce == REDUCE_FIXED && c->micro_batch == 0) c->micro_batch = FIXSUM_MICRO_DEFAULT;
+    if (c->reduce == REDUCE_FIXED && c->micro_batch == 0) c->micro_batch = fixsum_default_micro(c->batch);
 }
 
 /* ---- the collective reduction ------------------------------------------------------------------ */
@@ -173,11 +226,11 @@ static int block_rows(int din, int dout) {
 }
 
 EwcStatus fixsum_init(FixSum *f, MPI_Comm comm, const ModelShape *s, int micro, int max_round,
-                      int quantum) {
+                      int merged) {
     memset(f, 0, sizeof *f);
     f->comm = comm;
-    f->micro = micro > 0 ? micro : FIXSUM_MICRO_DEFAULT;
-    f->merge = quantum > 1 && f->micro % quantum == 0;
+    f->micro = micro > 0 ? micro : fixsum_default_micro(max_round);
+    for (int l = 0; l < s->n_layers; l++) f->calls.rows[l] = merged >> l & 1 ? 0 : f->micro;
     f->max_micro = (max_round + f->micro - 1) / f->micro;
     f->n = s->n_params;
     if (MPI_Comm_rank(comm, &f->rank) != MPI_SUCCESS || MPI_Comm_size(comm, &f->size) != MPI_SUCCESS) {
@@ -249,10 +302,26 @@ void fixsum_rows(const FixSum *f, int n, int *begin, int *end) {
     *end = j1 * f->micro < n ? j1 * f->micro : n;
 }
 
-int fixsum_call_end(const FixSum *f, int begin, int end) {
-    if (f->merge) return end;
-    int e = (begin / f->micro + 1) * f->micro;
-    return e < end ? e : end;
+/* The int64 sums over ranks, in place: afterwards acc[displs[rank] ..][counts[rank]] holds this
+ * rank's slice of the total. A ring of p - 1 steps: in step k, rank r sends its partial sum of
+ * slice (r - 1 - k) mod p to rank r + 1 and adds the one of slice (r - 2 - k) mod p received from
+ * rank r - 1; after the last step the slice received is r's own, with all p terms. Integer
+ * addition makes the order irrelevant. Unlike MPI_Reduce_scatter (Open MPI's ring copies the
+ * whole send buffer into a freshly allocated one every call: a page fault per 4 KB of it), it
+ * needs only f->slice to receive into. Bytes received: those of the bandwidth-optimal bound. */
+static int reduce_scatter_ring(FixSum *f) {
+    int p = f->size, r = f->rank, right = (r + 1) % p, left = (r + p - 1) % p;
+    for (int k = 0; k < p - 1; k++) {
+        int out = ((r - 1 - k) % p + p) % p, in = ((r - 2 - k) % p + p) % p;
+        int rc = MPI_Sendrecv(f->acc + f->displs[out], f->counts[out], MPI_INT64_T, right, 0,
+                              f->slice, f->counts[in], MPI_INT64_T, left, 0, f->comm,
+                              MPI_STATUS_IGNORE);
+        if (rc != MPI_SUCCESS) return rc;
+        int64_t *restrict acc = f->acc + f->displs[in];
+        const int64_t *restrict got = f->slice;
+        for (int i = 0; i < f->counts[in]; i++) acc[i] += got[i];
+    }
+    return MPI_SUCCESS;
 }
 
 EwcStatus fixsum_add(FixSum *f, Dist *d, const ModelShape *s, const Activations *a, float **sq,
@@ -341,14 +410,13 @@ EwcStatus fixsum_add(FixSum *f, Dist *d, const ModelShape *s, const Activations 
     /* 3. integer sum over ranks; this rank's slice into the float64 round sum */
     int lo = f->displs[f->rank], cnt = f->counts[f->rank];
     if (p > 1) {
-        if (MPI_Reduce_scatter(f->acc, f->slice, f->counts, MPI_INT64_T, MPI_SUM, f->comm) !=
-            MPI_SUCCESS) {
-            ewc_error_set("MPI_Reduce_scatter of the fixed-point sums failed");
+        if (reduce_scatter_ring(f) != MPI_SUCCESS) {
+            ewc_error_set("the ring reduce-scatter of the fixed-point sums failed");
             return EWC_EMPI;
         }
         d->bytes += 8 * (long long)(f->n + 1 - (size_t)cnt);
     }
-    const int64_t *slice = p > 1 ? f->slice : f->acc;
+    const int64_t *slice = f->acc + lo;
     for (int l = 0; l < L; l++) {
         size_t a0 = s->offset[l], a1 = s->offset[l + 1];
         size_t i0 = a0 > (size_t)lo ? a0 : (size_t)lo, i1 = a1 < (size_t)(lo + cnt) ? a1 : (size_t)(lo + cnt);

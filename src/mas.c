@@ -39,19 +39,13 @@ EwcStatus mas_importance(Trainer *t, int task, int n, float *omega, int *used) {
         /* exact mode needs every input row for layer 0's products (as trainer_fisher) */
         int f0 = exact ? 0 : s0, f1 = exact ? m : s1;
         trainer_fill_input(t, a, &t->data->train, task, idx + first, 0, f0, f1);
-        for (int b = s0, e; b < s1; b = e) {
-            e = trainer_call_end(t, b, s1);
-            model_forward(a, s, t->params, b, e, NULL);
-        }
+        model_forward(a, s, t->params, s0, s1, NULL, trainer_calls(t));
         /* d ||z||^2 / dz = 2 z on the task's outputs (0 on other heads), then every layer */
         for (int i = s0; i < s1; i++)
             for (int j = 0; j < C; j++)
                 a->delta[L - 1][(size_t)i * C + j] =
                     j >= lo && j < hi ? 2.0f * a->logits[(size_t)i * C + j] : 0.0f;
-        for (int b = s0, e; b < s1; b = e) {
-            e = trainer_call_end(t, b, s1);
-            model_backward_deltas(a, s, t->params, b, e, 0.0f);
-        }
+        model_backward_deltas(a, s, t->params, s0, s1, 0.0f, trainer_calls(t));
         /* |delta| and |input| (the forward pass is done with the inputs; inputs after a ReLU
          * are >= 0 already, the pixels too, but the identity does not rely on it) */
         for (int l = 0; l < L; l++) {

@@ -98,35 +98,46 @@ void model_acts_free(Activations *a) {
     memset(a, 0, sizeof *a);
 }
 
+/* Rows per call of layer L's products over N rows (see ModelCalls). */
+static int call_rows(const ModelCalls *calls, int l, int n) {
+    return calls && calls->rows[l] > 0 && calls->rows[l] < n ? calls->rows[l] : n;
+}
+
 void model_forward(Activations *a, const ModelShape *s, const float *params, int i0, int i1,
-                   const Dropout *drop) {
+                   const Dropout *drop, const ModelCalls *calls) {
     int L = s->n_layers, n = i1 - i0;
     for (int l = 0; l < L; l++) {
-        int din = s->dims[l], dout = s->dims[l + 1];
-        const float *in = a->act[l] + (size_t)i0 * (din + 1);
-        if (l + 1 < L) {
-            float *out = a->act[l + 1] + (size_t)i0 * (dout + 1);
-            linear_forward(out, dout + 1, in, params + s->offset[l], n, din, dout);
+        int din = s->dims[l], dout = s->dims[l + 1], step = call_rows(calls, l, n);
+        int ldo = l + 1 < L ? dout + 1 : dout;
+        float *out = l + 1 < L ? a->act[l + 1] : a->logits;
+        for (int b = i0; b < i1; b += step) {
+            int k = i1 - b < step ? i1 - b : step;
+            linear_forward(out + (size_t)b * ldo, ldo, a->act[l] + (size_t)b * (din + 1),
+                           params + s->offset[l], k, din, dout);
+        }
+        if (l + 1 < L) { /* per element, keyed by the row's position: no call boundaries */
             float p = drop ? drop->p : 0.0f;
-            relu_dropout_forward(out, n, dout, dout + 1, 1, p, drop ? drop->seed : 0,
-                                 drop ? drop->task : 0, drop ? drop->epoch : 0,
-                                 drop ? drop->pos0 + (uint64_t)i0 : 0, l + 1);
-        } else {
-            linear_forward(a->logits + (size_t)i0 * dout, dout, in, params + s->offset[l], n, din,
-                           dout);
+            relu_dropout_forward(out + (size_t)i0 * ldo, n, dout, ldo, 1, p,
+                                 drop ? drop->seed : 0, drop ? drop->task : 0,
+                                 drop ? drop->epoch : 0, drop ? drop->pos0 + (uint64_t)i0 : 0,
+                                 l + 1);
         }
     }
 }
 
 void model_backward_deltas(Activations *a, const ModelShape *s, const float *params, int i0,
-                           int i1, float p) {
+                           int i1, float p, const ModelCalls *calls) {
     int n = i1 - i0;
     for (int l = s->n_layers - 1; l >= 1; l--) {
-        int din = s->dims[l], dout = s->dims[l + 1];
-        float *dprev = a->delta[l - 1] + (size_t)i0 * din;
-        linear_backward_input(dprev, a->delta[l] + (size_t)i0 * dout, params + s->offset[l], n,
-                              din, dout);
-        relu_dropout_backward(dprev, a->act[l] + (size_t)i0 * (din + 1), n, din, din + 1, p);
+        int din = s->dims[l], dout = s->dims[l + 1], step = call_rows(calls, l, n);
+        for (int b = i0; b < i1; b += step) {
+            int k = i1 - b < step ? i1 - b : step;
+            linear_backward_input(a->delta[l - 1] + (size_t)b * din,
+                                  a->delta[l] + (size_t)b * dout, params + s->offset[l], k, din,
+                                  dout);
+        }
+        relu_dropout_backward(a->delta[l - 1] + (size_t)i0 * din,
+                              a->act[l] + (size_t)i0 * (din + 1), n, din, din + 1, p);
     }
 }
 

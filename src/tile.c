@@ -47,38 +47,73 @@ static int split_is_exact(Product p, int q, float *c1, float *c2, const float *x
     return memcmp(c1, c2, bytes) == 0;
 }
 
-int tile_probe_quantum(const ModelShape *s, int n) {
-    static const int candidates[] = {1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256};
-    int maxd = 0, found = 0;
+/* Random operands for every product of S on N rows. */
+typedef struct {
+    float *x, *w, *d, *c1, *c2;
+} Operands;
+
+static void operands_free(Operands *o) {
+    free(o->x);
+    free(o->w);
+    free(o->d);
+    free(o->c1);
+    free(o->c2);
+}
+
+static int operands_init(Operands *o, const ModelShape *s, int n) {
+    int maxd = 0;
     for (int l = 0; l <= s->n_layers; l++) maxd = s->dims[l] + 1 > maxd ? s->dims[l] + 1 : maxd;
     size_t big = (size_t)(n > maxd ? n : maxd) * maxd;
-    float *x = malloc(big * sizeof(float)), *w = malloc((size_t)maxd * maxd * sizeof(float));
-    float *d = malloc(big * sizeof(float)), *c1 = malloc(big * sizeof(float));
-    float *c2 = malloc(big * sizeof(float));
-    if (!x || !w || !d || !c1 || !c2) {
-        found = -1;
-        goto done;
+    o->x = malloc(big * sizeof(float));
+    o->w = malloc((size_t)maxd * maxd * sizeof(float));
+    o->d = malloc(big * sizeof(float));
+    o->c1 = malloc(big * sizeof(float));
+    o->c2 = malloc(big * sizeof(float));
+    if (!o->x || !o->w || !o->d || !o->c1 || !o->c2) {
+        operands_free(o);
+        return -1;
     }
     for (size_t i = 0; i < big; i++) {
-        x[i] = rng_uniform(7, RNG_INIT, 1000, 0, i);
-        d[i] = rng_uniform(7, RNG_INIT, 1001, 0, i) - 0.5f;
+        o->x[i] = rng_uniform(7, RNG_INIT, 1000, 0, i);
+        o->d[i] = rng_uniform(7, RNG_INIT, 1001, 0, i) - 0.5f;
     }
-    for (size_t i = 0; i < (size_t)maxd * maxd; i++) w[i] = rng_uniform(7, RNG_INIT, 1002, 0, i) - 0.5f;
+    for (size_t i = 0; i < (size_t)maxd * maxd; i++)
+        o->w[i] = rng_uniform(7, RNG_INIT, 1002, 0, i) - 0.5f;
+    return 0;
+}
+
+/* Whether layer L's batch-row products (forward, and input gradient below layer 0) split at
+ * multiples of Q are exact. */
+static int layer_rows_split(const Operands *o, const ModelShape *s, int n, int l, int q) {
+    int k = s->dims[l] + 1, m = s->dims[l + 1];
+    return split_is_exact(FORWARD, q, o->c1, o->c2, o->x, o->w, o->d, n, m, k) &&
+           (l == 0 || split_is_exact(INPUT_GRAD, q, o->c1, o->c2, o->x, o->w, o->d, n, m, k - 1));
+}
+
+int tile_probe_quantum(const ModelShape *s, int n) {
+    static const int candidates[] = {1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256};
+    Operands o;
+    if (operands_init(&o, s, n)) return -1;
+    int found = 0;
     for (size_t ci = 0; ci < sizeof candidates / sizeof candidates[0] && !found; ci++) {
         int q = candidates[ci], ok = 1;
         for (int l = 0; l < s->n_layers && ok; l++) {
             int k = s->dims[l] + 1, m = s->dims[l + 1];
-            ok = split_is_exact(FORWARD, q, c1, c2, x, w, d, n, m, k) &&
-                 split_is_exact(WEIGHT_GRAD, q, c1, c2, x, w, d, n, m, k) &&
-                 (l == 0 || split_is_exact(INPUT_GRAD, q, c1, c2, x, w, d, n, m, k - 1));
+            ok = layer_rows_split(&o, s, n, l, q) &&
+                 split_is_exact(WEIGHT_GRAD, q, o.c1, o.c2, o.x, o.w, o.d, n, m, k);
         }
         if (ok) found = q;
     }
-done:
-    free(x);
-    free(w);
-    free(d);
-    free(c1);
-    free(c2);
+    operands_free(&o);
     return found;
+}
+
+int tile_probe_calls(const ModelShape *s, int n, int q) {
+    Operands o;
+    if (operands_init(&o, s, n)) return -1;
+    int mask = 0;
+    for (int l = 0; l < s->n_layers; l++)
+        if (layer_rows_split(&o, s, n, l, q)) mask |= 1 << l;
+    operands_free(&o);
+    return mask;
 }

@@ -14,6 +14,28 @@
 
 static void *alloc_floats(size_t n) { return malloc((n ? n : 1) * sizeof(float)); }
 
+/* --reduce fixed: the layers whose forward and backward calls may span several micro-batches
+ * (fixsum.h): every layer when the micro-batch is a multiple of the BLAS row quantum, else
+ * those tile_probe_calls finds exact (e.g. OpenBLAS's SkylakeX kernels take another path for
+ * small products), intersected over the ranks. Collective. */
+static EwcStatus merged_layers(const ModelShape *s, const Config *cfg, int quantum, MPI_Comm comm,
+                               int *merged) {
+    int m = cfg->micro_batch > 0 ? cfg->micro_batch : fixsum_default_micro(cfg->batch);
+    int mask = quantum > 0 && m % quantum == 0 ? (1 << s->n_layers) - 1
+                                               : tile_probe_calls(s, cfg->batch, m);
+    int v[2] = {mask < 0 ? 0 : mask, mask >= 0}; /* out of memory on any rank fails every rank */
+    if (MPI_Allreduce(MPI_IN_PLACE, v, 2, MPI_INT, MPI_BAND, comm) != MPI_SUCCESS) {
+        ewc_error_set("MPI_Allreduce of the merged layers failed");
+        return EWC_EMPI;
+    }
+    if (!v[1]) {
+        ewc_error_set("out of memory probing the BLAS calls (%zu parameters)", s->n_params);
+        return EWC_ENOMEM;
+    }
+    *merged = v[0];
+    return EWC_OK;
+}
+
 EwcStatus trainer_init(Trainer *t, const Config *cfg, const Dataset *data, MPI_Comm comm) {
     memset(t, 0, sizeof *t);
     t->cfg = cfg;
@@ -53,8 +75,10 @@ EwcStatus trainer_init(Trainer *t, const Config *cfg, const Dataset *data, MPI_C
         tasks_free(&t->tasks);
         return st;
     }
+    int merged = 0;
     if (t->reduce == REDUCE_FIXED &&
-        (st = fixsum_init(&t->fix, comm, &t->shape, cfg->micro_batch, cfg->batch, quantum))) {
+        ((st = merged_layers(&t->shape, cfg, quantum, comm, &merged)) ||
+         (st = fixsum_init(&t->fix, comm, &t->shape, cfg->micro_batch, cfg->batch, merged)))) {
         dist_free(&t->dist);
         tasks_free(&t->tasks);
         return st;
@@ -301,19 +325,14 @@ EwcStatus trainer_step(Trainer *t, int task, int epoch, int step, double *loss) 
     fill_labels(t, &t->data->train, task, idx, rtask, 0, s0, s1, task);
 
     Dropout drop = {(float)c->dropout, c->seed, (uint32_t)task, (uint32_t)epoch, (uint64_t)pos0};
-    for (int b = s0, e; b < s1; b = e) { /* fixed: per micro-batch, or merged (fixsum.h) */
-        e = fixed ? fixsum_call_end(&t->fix, b, s1) : s1;
-        model_forward(a, s, t->params, b, e, &drop);
-    }
+    const ModelCalls *calls = trainer_calls(t); /* fixed: per micro-batch where needed */
+    model_forward(a, s, t->params, s0, s1, &drop, calls);
     softmax_ce_active_forward_backward(a->prob + (size_t)s0 * t->classes, a->loss + s0,
                                        a->delta[L - 1] + (size_t)s0 * t->classes,
                                        a->logits + (size_t)s0 * t->classes, t->row_y + s0,
                                        t->row_lo + s0, t->row_hi + s0, s1 - s0, t->classes,
                                        1.0f / (float)n);
-    for (int b = s0, e; b < s1; b = e) {
-        e = fixed ? fixsum_call_end(&t->fix, b, s1) : s1;
-        model_backward_deltas(a, s, t->params, b, e, (float)c->dropout);
-    }
+    model_backward_deltas(a, s, t->params, s0, s1, (float)c->dropout, calls);
 
     zero_rows(t->grad, t, exact ? t->dist.row_begin : 0, exact ? t->dist.row_end : s->n_rows);
     if ((st = reduce_batch(t, a, a->delta, t->grad, n, s0, s1, 0))) return st;
@@ -358,7 +377,7 @@ EwcStatus trainer_evaluate_split(Trainer *t, const Split *test, int task, double
         const int *idx = list ? list + first : NULL;
         trainer_fill_input(t, a, test, task, idx, first, 0, n);
         fill_labels(t, test, task, idx, NULL, first, 0, n, t->task);
-        model_forward(a, &t->shape, t->params, 0, n, NULL);
+        model_forward(a, &t->shape, t->params, 0, n, NULL, NULL);
         correct += softmax_active_forward(a->prob, a->logits, t->row_y, t->row_lo, t->row_hi, n,
                                           t->classes);
     }
@@ -405,7 +424,7 @@ static void fisher_deltas(Trainer *t, Activations *a, FisherKind kind, int task,
             if (y < lo[i] || y >= hi[i]) continue; /* expected: not one of this row's classes */
             for (int j = lo[i]; j < hi[i]; j++) d[j] = p[j] - (j == y ? 1.0f : 0.0f);
         }
-        model_backward_deltas(a, s, t->params, s0, s1, 0.0f);
+        model_backward_deltas(a, s, t->params, s0, s1, 0.0f, trainer_calls(t));
         for (int l = 0; l < L; l++) {
             int w = s->dims[l + 1];
             for (int i = s0; i < s1; i++) {
@@ -457,11 +476,8 @@ EwcStatus trainer_fisher(Trainer *t, int task, FisherKind kind, int n, float *fi
         fill_rows(t, a, &t->data->train, task, idx + first, rt, 0, exact ? 0 : s0,
                   exact ? m : s1);
         fill_labels(t, &t->data->train, task, idx + first, rt, 0, s0, s1, task);
-        for (int b = s0, e; b < s1; b = e) { /* fixed: per micro-batch, or merged */
-            e = fixed ? fixsum_call_end(&t->fix, b, s1) : s1;
-            model_forward(a, s, t->params, b, e, NULL);
-            fisher_deltas(t, a, kind, task, key + first, b, e);
-        }
+        model_forward(a, s, t->params, s0, s1, NULL, trainer_calls(t));
+        fisher_deltas(t, a, kind, task, key + first, s0, s1);
         if ((st = reduce_batch(t, a, t->fisher_sq, fisher, m, s0, s1, 1))) goto done;
     }
     st = trainer_reduce_slab(t, fisher);
@@ -481,8 +497,8 @@ void trainer_chunk_rows(const Trainer *t, int n, int *s0, int *s1) {
     if (t->reduce == REDUCE_FIXED) fixsum_rows(&t->fix, n, s0, s1);
 }
 
-int trainer_call_end(const Trainer *t, int b, int s1) {
-    return t->reduce == REDUCE_FIXED ? fixsum_call_end(&t->fix, b, s1) : s1;
+const ModelCalls *trainer_calls(const Trainer *t) {
+    return t->reduce == REDUCE_FIXED ? &t->fix.calls : NULL;
 }
 
 EwcStatus trainer_reduce_rows(Trainer *t, Activations *a, float **sq, float *slab, int n, int s0,

@@ -374,7 +374,7 @@ static void test_choose(void **state) {
     c.batch = 1000;
     fixsum_resolve_config(&c, 784, 10);
     assert_int_equal(c.reduce, REDUCE_FIXED);
-    assert_int_equal(c.micro_batch, FIXSUM_MICRO_DEFAULT);
+    assert_int_equal(c.micro_batch, 84); /* 12 micro-batches: even over 2 and 4 ranks */
     config_defaults(&c);
     c.batch = 1000;
     c.reduce = REDUCE_ALLREDUCE;
@@ -386,13 +386,54 @@ static void test_choose(void **state) {
     assert_int_equal(c.micro_batch, 33);
 }
 
+/* The largest share of a batch over P ranks, as fixsum_rows gives it to each rank. */
+static int share_by_rows(int batch, int micro, int p) {
+    FixSum f;
+    memset(&f, 0, sizeof f);
+    f.micro = micro;
+    f.size = p;
+    int most = 0;
+    for (f.rank = 0; f.rank < p; f.rank++) {
+        int b, e;
+        fixsum_rows(&f, batch, &b, &e);
+        most = e - b > most ? e - b : most;
+    }
+    return most;
+}
+
+/* The default micro-batch is the most even of 96, 84, 72 over 2 and 4 ranks (larger on ties),
+ * checked against the ranks' rows as fixsum_rows hands them out. */
+static void test_default_micro(void **state) {
+    (void)state;
+    assert_int_equal(fixsum_default_micro(1000), 84);
+    assert_int_equal(fixsum_default_micro(4096), 96);
+    for (int batch = 1; batch <= 5000; batch += batch < 300 ? 1 : 7) {
+        int got = fixsum_default_micro(batch);
+        double cost[3], best = INFINITY;
+        int pick = -1;
+        for (int i = 0; i < 3; i++) {
+            int m = 96 - 12 * i;
+            double c2 = share_by_rows(batch, m, 2) * 2.0 / batch;
+            double c4 = share_by_rows(batch, m, 4) * 4.0 / batch;
+            cost[i] = c2 > c4 ? c2 : c4;
+            if (cost[i] < best) {
+                best = cost[i];
+                pick = m;
+            }
+        }
+        if (got != pick)
+            fail_msg("batch %d: default %d, the most even is %d (costs %.4f %.4f %.4f)", batch,
+                     got, pick, cost[0], cost[1], cost[2]);
+    }
+}
+
 int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_headroom_exponent), cmocka_unit_test(test_add_floats),
         cmocka_unit_test(test_subnormals),        cmocka_unit_test(test_gemm_bound),
         cmocka_unit_test(test_round_error_bound), cmocka_unit_test(test_round_edge_cases),
-        cmocka_unit_test(test_choose),
+        cmocka_unit_test(test_choose),            cmocka_unit_test(test_default_micro),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     MPI_Finalize();

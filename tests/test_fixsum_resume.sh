@@ -47,8 +47,8 @@ small=(--tasks 1 --epochs 1 --train-samples 2000 --test-samples 200 --fisher-sam
 "$train" "${small[@]}" --batch 100 --out "$work/auto100" > /dev/null 2>&1
 "$train" "${small[@]}" --batch 1000 --out "$work/auto1000" > /dev/null 2>&1
 check "auto at batch 100 runs exact" grep -q '"reduce":"exact"' "$work/auto100/summary.json"
-check "auto at batch 1000 runs fixed, micro-batch 96" \
-    grep -q '"reduce":"fixed".*"micro_batch":96' "$work/auto1000/summary.json"
+check "auto at batch 1000 runs fixed, micro-batch 84" \
+    grep -q '"reduce":"fixed".*"micro_batch":84' "$work/auto1000/summary.json"
 mpirun -np 3 --oversubscribe "$train" "${small[@]}" --batch 1000 --out "$work/auto1000np3" > /dev/null 2>&1
 check "auto at batch 1000, 3 ranks: bit-identical to 1 rank" \
     "$tools/same_outputs.py" "$work/auto1000" "$work/auto1000np3"

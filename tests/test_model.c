@@ -217,10 +217,10 @@ static void net_setup(Net *net, const int *dims, int n_layers, int n, uint64_t s
             net->a.act[0][(size_t)t * (d0 + 1) + j] = (float)trng_uniform(&r, -1.0, 1.0);
         net->y[t] = (uint8_t)(trng_next(&r) % (uint64_t)c);
     }
-    model_forward(&net->a, s, net->params, 0, n, NULL);
+    model_forward(&net->a, s, net->params, 0, n, NULL, NULL);
     softmax_ce_forward_backward(net->a.prob, net->a.loss, net->a.delta[s->n_layers - 1],
                                 net->a.logits, net->y, n, c, 1.0f / (float)n);
-    model_backward_deltas(&net->a, s, net->params, 0, n, 0.0f);
+    model_backward_deltas(&net->a, s, net->params, 0, n, 0.0f, NULL);
 }
 
 static void net_free(Net *net) {
@@ -345,6 +345,77 @@ static void test_backward_params_row_split(void **state) {
     net_free(&net);
 }
 
+/* Forward and backward passes over rows [0, n) cut into calls (ModelCalls), with hidden
+ * dropout, copied out of the activations: act[1..L-1], logits, delta[0..L-1]. */
+static size_t pass_floats(const ModelShape *s, int n) {
+    size_t k = (size_t)n * s->dims[s->n_layers];
+    for (int l = 0; l < s->n_layers; l++) k += (size_t)n * s->dims[l + 1];
+    for (int l = 1; l < s->n_layers; l++) k += (size_t)n * (s->dims[l] + 1);
+    return k;
+}
+
+static void pass(Net *net, int i0, int i1, const ModelCalls *calls, float *out) {
+    const ModelShape *s = &net->s;
+    int L = s->n_layers, c = s->dims[L], n = net->n;
+    Dropout drop = {0.3f, 5, 1, 2, 100};
+    model_forward(&net->a, s, net->params, i0, i1, &drop, calls);
+    softmax_ce_forward_backward(net->a.prob + (size_t)i0 * c, net->a.loss + i0,
+                                net->a.delta[L - 1] + (size_t)i0 * c, net->a.logits + (size_t)i0 * c,
+                                net->y + i0, i1 - i0, c, 1.0f / (float)n);
+    model_backward_deltas(&net->a, s, net->params, i0, i1, 0.3f, calls);
+    size_t k = 0;
+    for (int l = 1; l < L; l++) {
+        size_t m = (size_t)n * (s->dims[l] + 1);
+        memcpy(out + k, net->a.act[l], m * sizeof(float));
+        k += m;
+    }
+    memcpy(out + k, net->a.logits, (size_t)n * c * sizeof(float));
+    k += (size_t)n * c;
+    for (int l = 0; l < L; l++) {
+        memcpy(out + k, net->a.delta[l], (size_t)n * s->dims[l + 1] * sizeof(float));
+        k += (size_t)n * s->dims[l + 1];
+    }
+}
+
+/* Calls of M rows over a range are exactly separate passes over each M-row piece, whatever the
+ * BLAS; layers the probe finds mergeable may be merged without changing a bit; and a piece
+ * size on the row quantum merges every layer. */
+static void test_forward_calls(void **state) {
+    (void)state;
+    const int dims[] = {37, 29, 23, 6}, n = 77;
+    Net net;
+    net_setup(&net, dims, 3, n, 91);
+    const ModelShape *s = &net.s;
+    size_t k = pass_floats(s, n);
+    float *pieces = malloc(k * sizeof(float)), *got = malloc(k * sizeof(float));
+    assert_non_null(pieces);
+    assert_non_null(got);
+    for (int m = 5; m <= 12; m += 7) { /* 5 is off every SGEMM tile grid: one call would differ */
+        for (int b = 0; b < n; b += m) pass(&net, b, b + m < n ? b + m : n, NULL, pieces);
+        ModelCalls calls;
+        for (int l = 0; l < MODEL_MAX_LAYERS; l++) calls.rows[l] = m;
+        memset(got, 0, k * sizeof(float));
+        pass(&net, 0, n, &calls, got);
+        assert_memory_equal(got, pieces, k * sizeof(float));
+
+        int mask = tile_probe_calls(s, n, m);
+        assert_true(mask >= 0 && mask < 1 << s->n_layers);
+        for (int sub = mask;; sub = (sub - 1) & mask) { /* every subset of the mergeable layers */
+            for (int l = 0; l < s->n_layers; l++) calls.rows[l] = sub >> l & 1 ? 0 : m;
+            memset(got, 0, k * sizeof(float));
+            pass(&net, 0, n, &calls, got);
+            if (memcmp(got, pieces, k * sizeof(float)))
+                fail_msg("m %d: merging layers %#x of %#x changed the pass", m, sub, mask);
+            if (!sub) break;
+        }
+    }
+    int q = tile_probe_quantum(s, n);
+    if (q > 0) assert_int_equal(tile_probe_calls(s, n, 2 * q), (1 << s->n_layers) - 1);
+    free(pieces);
+    free(got);
+    net_free(&net);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shape_mnist),
@@ -355,6 +426,7 @@ int main(void) {
         cmocka_unit_test(test_acts_trailing_one),
         cmocka_unit_test(test_network_gradient_fd),
         cmocka_unit_test(test_backward_params_row_split),
+        cmocka_unit_test(test_forward_calls),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

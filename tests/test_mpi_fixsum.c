@@ -94,10 +94,14 @@ static void world_vs_solo(const Config *cfg, int count) {
                 /* one forward/backward call per micro-batch on 1 rank: where the world merges
                  * them (m a multiple of the BLAS quantum), this checks that merging changes no
                  * bit */
-                s.fix.merge = 0;
+                int merged = 0;
+                for (int l = 0; l < s.shape.n_layers; l++) {
+                    merged += w.fix.calls.rows[l] == 0;
+                    s.fix.calls.rows[l] = s.fix.micro;
+                }
                 if (getenv("EWC_TEST_VERBOSE"))
-                    printf("micro %d, quantum %d: world %s\n", w.fix.micro, w.dist.quantum,
-                           w.fix.merge ? "merged" : "per micro-batch");
+                    printf("micro %d, quantum %d: world merges %d of %d layers\n", w.fix.micro,
+                           w.dist.quantum, merged, s.shape.n_layers);
                 fake_finished_task(&s);
                 MT_EXPECT(ok, run_steps(&s, 1, count, ls) == EWC_OK, "1-rank steps");
                 size_t np = w.shape.n_params;

@@ -14,7 +14,7 @@
  *            function of the configuration only); each is computed whole by one rank, its
  *            float32 gradient turned into int64 fixed point with a per-layer exponent every rank
  *            derives from one MPI_Allreduce(MAX) of bounds, summed over ranks by an integer
- *            MPI_Reduce_scatter and all-gathered as float32: bit-identical for any rank count.
+ *            ring reduce-scatter and all-gathered as float32: bit-identical for any rank count.
  *            Error per element <= 2^-24 (1 + 2^-28) |g| + (1 + 2^-23) M 2^(E + h - 63) (M
  *            micro-batches, h = ceil(log2 M), 2^E > 2 max|micro-batch gradient| of the layer).
  *  allreduce each rank computes the gradient of its shard; one MPI_Allreduce sums the slab.

@@ -17,7 +17,7 @@
  *     M terms (and every partial sum, in any order) is <= 2^62 in magnitude: overflow is
  *     impossible by construction. A term beyond its bound (a float overflow to inf inside a
  *     GEMM, or a faulty BLAS) is counted, the step fails with EWC_ENAN on every rank.
- *  4. the int64 partial sums are added over ranks with one MPI_Reduce_scatter (integer
+ *  4. the int64 partial sums are added over ranks with a ring reduce-scatter, in place (integer
  *     addition is associative: the result does not depend on the order or the rank count);
  *     each rank converts its slice to float64 (q 2^-S_l), adds it to the round sum, and at the
  *     end one MPI_Allgatherv of float32 slices assembles the result on every rank.
@@ -47,7 +47,6 @@
 #include "ewc/error.h"
 #include "ewc/model.h"
 
-#define FIXSUM_MICRO_DEFAULT 96 /* --micro-batch 0: a multiple of every usual BLAS row quantum */
 #define FIXSUM_EMIN (-149)       /* the smallest exponent (of the smallest float32 subnormal) */
 
 /* ---- fixed-point arithmetic (not collective) --------------------------------------------- */
@@ -76,7 +75,15 @@ long long fixsum_add_floats_isa(int isa, int64_t *acc, const float *x, size_t n,
 double fixsum_gemm_bound(const float *d, int ldd, const float *x, int ldx, int k, int dout,
                          int cols, int square, double *colsum);
 
-/* ---- the rule (not collective) ----------------------------------------------------------- */
+/* ---- the rules (not collective) ---------------------------------------------------------- */
+
+/* The micro-batch --micro-batch 0 picks for a batch of BATCH samples: of 96, 84 and 72
+ * (multiples of 12, the row quantum of OpenBLAS's Haswell SGEMM, so that a rank's forward and
+ * backward calls merge), the one whose micro-batches split most evenly over 2 and 4 ranks (the
+ * largest share of a rank over B / p, worst of p = 2, 4; the larger m on ties: fewer
+ * conversions). A function of the batch only: 84 at batch 1000 (12 micro-batches, against 11
+ * of 96 with a short last one: 520 rows instead of 500 on one of 2 ranks), 96 at 4096. */
+int fixsum_default_micro(int batch);
 
 /* Bytes per sample that --reduce exact all-gathers: the activations of layers 1..L-1, the
  * deltas of every layer and the loss, as float32. */
@@ -90,7 +97,7 @@ double fixsum_exact_bytes_per_sample(const ModelShape *s);
 ReduceMode fixsum_choose(const ModelShape *s, int batch);
 
 /* Replace --reduce auto in C by the mode it picks for INPUTS / CLASSES, and --micro-batch 0 by
- * FIXSUM_MICRO_DEFAULT when the mode is fixed, so that summary.json and the checkpoint record
+ * fixsum_default_micro when the mode is fixed, so that summary.json and the checkpoint record
  * what was run. An invalid --hidden is left for trainer_init to report. */
 void fixsum_resolve_config(Config *c, int inputs, int classes);
 
@@ -100,14 +107,14 @@ typedef struct {
     MPI_Comm comm; /* not owned */
     int rank, size;
     int micro;                /* m: samples per micro-batch */
-    int merge;                /* m is a multiple of the BLAS row quantum (tile.h): forward and
-                               * backward run over all of a rank's micro-batches in one call,
-                               * bitwise the rows of one call per micro-batch, and the weights
-                               * are packed once instead of once per micro-batch */
+    ModelCalls calls;         /* the forward and backward calls: one over all of a rank's
+                               * micro-batches in the layers where that gives bitwise the rows
+                               * of one call per micro-batch (their weights are then packed once
+                               * instead of once per micro-batch), else one per micro-batch */
     int max_micro;            /* micro-batches in a round of the largest size (--batch) */
     size_t n;                 /* parameters */
     int64_t *acc;             /* (n + 1) this rank's integer sums; [n] counts bound violations */
-    int64_t *slice;           /* (largest count) this rank's slice after the reduce-scatter */
+    int64_t *slice;           /* (largest count) receive buffer of the ring reduce-scatter */
     double *sum;              /* (largest count) the slice's float64 sum over the rounds */
     float *scratch;           /* (block rows, largest in + 1) one micro-batch's gradient block */
     double *colsum;           /* (largest out) scratch of fixsum_gemm_bound */
@@ -119,20 +126,16 @@ typedef struct {
     double loss;              /* sum of the per-sample losses of the last round (sample order) */
 } FixSum;
 
-/* Set up for S on COMM, micro-batches of MICRO samples (0: the default), rounds of at most
- * MAX_ROUND samples, QUANTUM the agreed BLAS row quantum (0 or 1 if unknown: then one call per
- * micro-batch). EWC_EINVAL if the communicator has more ranks than the model has parameters.
- * Not collective. */
+/* Set up for S on COMM, micro-batches of MICRO samples (0: fixsum_default_micro(MAX_ROUND)),
+ * rounds of at most MAX_ROUND samples; MERGED: the layers (bit l) whose forward and backward calls may span
+ * several micro-batches (tile_probe_calls, agreed by every rank; 0: one call per micro-batch).
+ * EWC_EINVAL if the communicator has more ranks than the model has parameters. Not collective. */
 EwcStatus fixsum_init(FixSum *f, MPI_Comm comm, const ModelShape *s, int micro, int max_round,
-                      int quantum);
+                      int merged);
 void fixsum_free(FixSum *f);
 
 /* This rank's micro-batches of a round of N samples, as batch rows [*BEGIN, *END). */
 void fixsum_rows(const FixSum *f, int n, int *begin, int *end);
-
-/* The end of the forward/backward call that starts at row BEGIN of this rank's rows [.., END):
- * END when merged, else the end of BEGIN's micro-batch. */
-int fixsum_call_end(const FixSum *f, int begin, int end);
 
 /* Add one round of N samples: A's act[l] and SQ[l] (deltas, or the Fisher's weighted squared
  * deltas with FISHER = 1) hold this rank's rows (fixsum_rows); LOSS (may be NULL) its

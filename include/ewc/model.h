@@ -63,14 +63,24 @@ typedef struct {
     uint64_t pos0;
 } Dropout;
 
-/* Forward rows [i0, i1) of the batch in A (act[0] rows already filled) up to the logits.
- * DROP may be NULL (evaluation). */
-void model_forward(Activations *a, const ModelShape *s, const float *params, int i0, int i1,
-                   const Dropout *drop);
+/* How the forward and input-gradient products of a range of rows are cut into SGEMM calls:
+ * layer l's in calls of rows[l] rows counted from the range's first row (the last call may be
+ * shorter), or in one call where rows[l] is 0. A NULL ModelCalls is one call per layer. The
+ * fixed-point reduction needs one call per micro-batch in the layers where a longer call
+ * could round differently (fixsum.h). */
+typedef struct {
+    int rows[MODEL_MAX_LAYERS];
+} ModelCalls;
 
-/* Given delta[L-1] for rows [i0, i1), propagate deltas down to delta[0] (P: hidden dropout). */
+/* Forward rows [i0, i1) of the batch in A (act[0] rows already filled) up to the logits.
+ * DROP may be NULL (evaluation); CALLS may be NULL (one call per layer). */
+void model_forward(Activations *a, const ModelShape *s, const float *params, int i0, int i1,
+                   const Dropout *drop, const ModelCalls *calls);
+
+/* Given delta[L-1] for rows [i0, i1), propagate deltas down to delta[0] (P: hidden dropout;
+ * CALLS as for model_forward). */
 void model_backward_deltas(Activations *a, const ModelShape *s, const float *params, int i0,
-                           int i1, float p);
+                           int i1, float p, const ModelCalls *calls);
 
 /* grad rows [row_begin, row_end) (global row numbering) += the sum over batch rows [i0, i1)
  * of the per-sample gradients, from A's activations and deltas. */

@@ -16,4 +16,10 @@
  * the BLAS thread count in force. Local (not collective), about 20 GEMM passes of one step. */
 int tile_probe_quantum(const ModelShape *s, int n);
 
+/* The layers (bit l) whose batch-row products on N rows, the forward one and (below layer 0)
+ * the input-gradient one, give bitwise the same rows when split at multiples of Q as in one
+ * call: those whose calls over whole Q-row blocks may be merged (fixsum.h). -1 if its buffers
+ * cannot be allocated. Local (not collective), about 6 GEMM passes of one step. */
+int tile_probe_calls(const ModelShape *s, int n, int q);
+
 #endif

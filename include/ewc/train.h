@@ -115,10 +115,11 @@ EwcStatus trainer_evaluate_split(Trainer *t, const Split *split, int task, doubl
 EwcStatus trainer_fisher(Trainer *t, int task, FisherKind kind, int n, float *fisher, int *used);
 
 /* This rank's rows [*S0, *S1) of a chunk of N samples for per-sample sums (the trainer's own
- * split: a shard, or whole micro-batches with --reduce fixed), and the end of the forward or
- * backward call that starts at row B (< *S1) (fixsum.h). Not collective. */
+ * split: a shard, or whole micro-batches with --reduce fixed), and how the forward and
+ * backward passes over them are cut into calls (NULL: one call per layer; fixsum.h). Not
+ * collective. */
 void trainer_chunk_rows(const Trainer *t, int n, int *s0, int *s1);
-int trainer_call_end(const Trainer *t, int b, int s1);
+const ModelCalls *trainer_calls(const Trainer *t);
 
 /* The reduction of trainer_step and trainer_fisher for other per-sample sums (mas.c): after
  * this rank computed rows [s0, s1) (trainer_chunk_rows) of A's activations and of the

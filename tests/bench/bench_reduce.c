@@ -162,10 +162,11 @@ static double predicted(const Result *r, int m) {
 
 static void print_table(const Result *res, int n, int reps, int dim, int classes) {
     int c = g_clock;
-    printf("bench_reduce: %d rank%s, %s, %s kernels, micro-batch %d, best of %d interleaved "
+    printf("bench_reduce: %d rank%s, %s, %s kernels, micro-batch %s, best of %d interleaved "
            "repetitions, %s clock, load average %s -> %s\n", g_size, g_size > 1 ? "s" : "",
-           openblas_get_config(), openblas_get_corename(), g_micro ? g_micro : FIXSUM_MICRO_DEFAULT,
-           reps, clock_names[c], g_load[0], g_load[1]);
+           openblas_get_config(), openblas_get_corename(),
+           g_micro ? "--micro-batch" : "the default (fixed:m below)", reps, clock_names[c],
+           g_load[0], g_load[1]);
     printf("MB/step = MB received per rank per step (counted); pred = the formula; "
            "/allr = ratio to float allreduce\n\n");
     printf("%-18s %5s %9s %5s %10s %10s %8s %9s %8s %10s\n", "model", "batch", "mode", "steps",
@@ -177,7 +178,13 @@ static void print_table(const Result *res, int n, int reps, int dim, int classes
         for (int m = 0; m < M_COUNT; m++) {
             if (!r->have[m]) continue;
             double t = r->best[c][m];
-            printf("%-18s %5d %9s %5d %10.3f %10.3f", name, r->c.batch, mode_names[m], r->steps,
+            char mode[32];
+            if (m == M_FIXED)
+                snprintf(mode, sizeof mode, "fixed:%d",
+                         g_micro ? g_micro : fixsum_default_micro(r->c.batch));
+            else
+                snprintf(mode, sizeof mode, "%s", mode_names[m]);
+            printf("%-18s %5d %9s %5d %10.3f %10.3f", name, r->c.batch, mode, r->steps,
                    r->bytes[m] / 1e6, predicted(r, m) / 1e6);
             if (r->have[M_ALLREDUCE])
                 printf(" %8.3f %9.3f %8.3f", r->bytes[M_ALLREDUCE] > 0 ? r->bytes[m] / r->bytes[M_ALLREDUCE] : 0.0,
@@ -194,7 +201,7 @@ static void write_json(FILE *f, const Result *res, int n, int reps) {
     fprintf(f, "{\"bench\": \"reduce\", \"ranks\": %d, \"openblas\": \"%s\", \"core\": \"%s\", "
                "\"micro_batch\": %d, \"reps\": %d, \"clock\": \"%s\", \"loadavg\": [\"%s\", \"%s\"], "
                "\"cases\": [", g_size, openblas_get_config(), openblas_get_corename(),
-            g_micro ? g_micro : FIXSUM_MICRO_DEFAULT, reps, clock_names[g_clock], g_load[0], g_load[1]);
+            g_micro, reps, clock_names[g_clock], g_load[0], g_load[1]);
     for (int i = 0; i < n; i++) {
         const Result *r = &res[i];
         fprintf(f, "%s\n  {\"hidden\": [", i ? "," : "");
