@@ -12,8 +12,8 @@ algorithms (what Open MPI uses for large messages):
 efficiency = compute / step time. fixed also pays, per rank and step, ceil(b/m) micro-batch
 conversions of the n-parameter gradient to int64 and their accumulation (memory-bound): c ns per
 parameter and micro-batch, fitted to the 2-rank bench_reduce run at batch 4096 (README
-"Scaling": 0.8 ns for 784-400-400-10, whose int64 slab stays in cache, 2.5 ns for
-784-2000-2000-10).
+"Scaling": fixed's extra step time over allreduce's, per parameter and micro-batch of a rank,
+0.40 ns for both models since the conversion works on cache-sized blocks).
 usage: scaling_model.py [--flops GF/s] [--per-rank b] [--micro-batch m]
                         [--link NAME=ALPHA_US,BETA_GBS ...]"""
 import argparse
@@ -21,8 +21,8 @@ import math
 
 MODELS = {  # name: (parameters n, layers L, bytes per sample s that exact all-gathers,
     #                  fixed's conversion ns per parameter and micro-batch)
-    "784-400-400-10": (478_410, 3, 6_500, 0.8),
-    "784-2000-2000-10": (5_592_010, 3, 32_000, 2.5),
+    "784-400-400-10": (478_410, 3, 6_500, 0.40),
+    "784-2000-2000-10": (5_592_010, 3, 32_000, 0.40),
 }
 
 
