@@ -126,12 +126,17 @@ long long fixsum_add_floats(int64_t *acc, const float *x, size_t n, int shift, i
     return fixsum_add_floats_isa(isa, acc, x, n, shift, lim_bits, assign);
 }
 
-/* Vectorised (AVX2 where the CPU has it, the same bits: no FMA, no reassociation). A row's
- * max |x| is the max of the absolute values' bit patterns, as unsigned integers: their order is
- * the floats' own for non-negative floats, and inf and NaN lie above every finite one. */
-__attribute__((target_clones("avx2", "default"))) double fixsum_gemm_bound(
-    const float *d, int ldd, const float *x, int ldx, int k, int dout, int cols, int square,
-    double *colsum) {
+/* Vectorised (an AVX2 clone where the CPU has it; the same bits, since ISO C mode keeps FMA
+ * contraction off and nothing is reassociated). A row's max |x| is the max of the absolute
+ * values' bit patterns, as unsigned integers: their order is the floats' own for non-negative
+ * floats, and inf and NaN lie above every finite one. (A static function with a name unique
+ * across files: clang 14 emits no resolver for a public target_clones function it does not
+ * call itself, and global resolver symbols for static ones.) */
+#ifdef FIXSUM_X86
+__attribute__((target_clones("avx2", "default")))
+#endif
+static double fixsum_bound_rows(const float *d, int ldd, const float *x, int ldx, int k, int dout,
+                                int cols, int square, double *colsum) {
     for (int i = 0; i < dout; i++) colsum[i] = 0.0;
     for (int r = 0; r < k; r++) {
         const float *xr = x + (size_t)r * ldx, *dr = d + (size_t)r * ldd;
@@ -154,6 +159,11 @@ __attribute__((target_clones("avx2", "default"))) double fixsum_gemm_bound(
         b = colsum[i] > b ? colsum[i] : b;
     }
     return b;
+}
+
+double fixsum_gemm_bound(const float *d, int ldd, const float *x, int ldx, int k, int dout,
+                         int cols, int square, double *colsum) {
+    return fixsum_bound_rows(d, ldd, x, ldx, k, dout, cols, square, colsum);
 }
 
 /* ---- the rule ------------------------------------------------------------------------------ */
