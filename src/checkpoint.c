@@ -42,6 +42,8 @@ static const Field fields[] = {
     {"adam_beta1", F_DBL, offsetof(Config, adam_beta1), 2, 0.9, 1},
     {"adam_beta2", F_DBL, offsetof(Config, adam_beta2), 2, 0.999, 1},
     {"adam_eps", F_DBL, offsetof(Config, adam_eps), 2, 1e-8, 1},
+    /* --adam-persist: a file without it reset Adam at every task (0) */
+    {"adam_persist", F_INT, offsetof(Config, adam_persist), 2, 0, 1},
     {"micro_batch", F_INT, offsetof(Config, micro_batch), 2, 0, 1}, /* --reduce fixed */
 
     /* task families (tasks.h): a file without them ran permuted tasks, one shared head (0, "") */
@@ -353,10 +355,12 @@ static EwcStatus read_early_stopping(const H5Reader *r, Trainer *t, const char *
     return st;
 }
 
-/* --optimizer adam: the moments and the step count since the task's start (at most its steps). */
+/* --optimizer adam: the moments and the step count since the task's start (at most its steps),
+ * or since the run's start with --adam-persist (at most every task's steps). */
 static EwcStatus read_adam(const H5Reader *r, Trainer *t, const char *path) {
     uint64_t np[1] = {t->shape.n_params};
-    long long max_steps = (long long)t->cfg->epochs * trainer_steps_per_epoch(t);
+    long long max_steps = (long long)t->cfg->epochs * trainer_steps_per_epoch(t) *
+                          (t->cfg->adam_persist ? t->cfg->tasks : 1);
     int64_t step;
     EwcStatus st;
     if ((st = h5file_read_f32(r, "/state/adam/m", t->adam.m, 1, np)) ||

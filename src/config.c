@@ -94,11 +94,15 @@ static const Flag flags[] = {
     DBL("--momentum", momentum, "X", G_TRAIN, 0, 0, 1, 1, "SGD momentum coefficient"),
     ENUM("--optimizer", optimizer, G_TRAIN, optimizer_names,
          "SGD (with --momentum), or Adam with step size --lr (its moments are reset at the "
-         "start of every task)"),
+         "start of every task, unless --adam-persist)"),
     DBL("--adam-beta1", adam_beta1, "X", G_TRAIN, 0, 0, 1, 1, "Adam: decay of the first moment"),
     DBL("--adam-beta2", adam_beta2, "X", G_TRAIN, 0, 0, 1, 1, "Adam: decay of the second moment"),
     DBL("--adam-eps", adam_eps, "X", G_TRAIN, 0, 1, INFINITY, 1,
         "Adam: added to sqrt(second moment) in the step's denominator"),
+    {.flag = "--adam-persist", AT(adam_persist), .group = G_TRAIN, .experiment = 1,
+     .kind = K_BOOL,
+     .help = "Adam: keep the moments and the step count across tasks (as code that creates "
+             "the optimizer once does) instead of resetting them at every task"},
     INT("--patience", patience, G_TRAIN, 1, 0, INT_MAX,
         "early stopping: end a task after N validation checks without improvement and restore "
         "its best parameters (--epochs is then the maximum; needs --validation); 0 = off"),
@@ -531,6 +535,10 @@ EwcStatus config_parse(Config *c, int argc, char **argv) {
     if (st == EWC_OK && c->optimizer == OPTIMIZER_ADAM && c->momentum > 0) {
         ewc_error_set("--momentum %g: not used with --optimizer adam (its first moment is"
                       " --adam-beta1); give --momentum 0 or --optimizer sgd", c->momentum);
+        st = EWC_EINVAL;
+    }
+    if (st == EWC_OK && c->adam_persist && c->optimizer != OPTIMIZER_ADAM) {
+        ewc_error_set("--adam-persist: needs --optimizer adam");
         st = EWC_EINVAL;
     }
     if (st == EWC_OK) st = config_tasks_check(c, argc, argv);

@@ -114,8 +114,9 @@ static EwcStatus finish_task(Trainer *t, int task, float *fisher, double t_start
     earlystop_begin_task(&t->es);
     /* Adam starts every task afresh, as continual-learning code that creates the optimizer per
      * task does; this also covers an early-stopping restore (the moments of the discarded
-     * trajectory go with it). Before the checkpoint, so it holds the reset state. */
-    adam_reset(&t->adam);
+     * trajectory go with it). Before the checkpoint, so it holds the reset state. With
+     * --adam-persist the moments and the step count carry on into the next task. */
+    if (!c->adam_persist) adam_reset(&t->adam);
     t->task = task + 1;
     t->epoch = t->step = 0;
     TaskRecord rec = {task, t->params, fisher, c->fisher, used,

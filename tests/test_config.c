@@ -437,6 +437,7 @@ static const BadCase bad_cases[] = {
     {{"--adam-eps", "0"}, {"--adam-eps: expected a number > 0", "\"0\""}},
     {{"--optimizer", "adam", "--momentum", "0.5"}, {"--momentum 0.5", "--optimizer adam"}},
     {{"--momentum", "0.9", "--optimizer", "adam"}, {"--momentum 0.9", "--optimizer adam"}},
+    {{"--adam-persist"}, {"--adam-persist", "needs --optimizer adam"}},
 };
 
 static void test_bad_input_rejected(void **state) {

@@ -52,6 +52,7 @@ typedef struct {
     double adam_beta1;              /* --adam-beta1 in [0, 1), default 0.9 */
     double adam_beta2;              /* --adam-beta2 in [0, 1), default 0.999 */
     double adam_eps;                /* --adam-eps > 0, default 1e-8 */
+    int adam_persist;               /* --adam-persist: keep Adam's moments across tasks */
     int micro_batch;                /* --micro-batch: samples per micro-batch of --reduce fixed (0 = default) */
 
     TaskFamily task_family;         /* --task-family permuted|split|rotated, default permuted */
