@@ -235,21 +235,6 @@ hid_t open_copy_rw(char *p, const char *what) {
     return f;
 }
 
-unsigned char *slurp(const char *path, size_t *size) {
-    FILE *fp = fopen(path, "rb");
-    assert_non_null(fp);
-    assert_int_equal(fseek(fp, 0, SEEK_END), 0);
-    long n = ftell(fp);
-    assert_true(n >= 0);
-    rewind(fp);
-    unsigned char *buf = malloc((size_t)n + 1);
-    assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, (size_t)n, fp), (size_t)n);
-    fclose(fp);
-    *size = (size_t)n;
-    return buf;
-}
-
 /* Close F (the copy P, changed with the raw HDF5 API) and seal it again, as if ewc-train had
  * written it that way: the checks behind the digest are what these tests are about. */
 void close_sealed(hid_t f, const char *p) {

@@ -55,8 +55,6 @@ void path_in(char *buf, const char *name);
 void new_path(char *buf, const char *what);
 void copy_file(const char *from, const char *to);
 void write_bytes(const char *path, const void *data, size_t n);
-/* The whole file at PATH (malloc'd, one spare byte), its length in *SIZE. */
-unsigned char *slurp(const char *path, size_t *size);
 /* Append to the string in BUF[SIZE], silently cut at the end. */
 void appendf(char *buf, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

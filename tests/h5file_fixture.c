@@ -69,21 +69,6 @@ void assert_error(EwcStatus status, EwcStatus want, ...) {
     ewc_error_clear();
 }
 
-unsigned char *slurp(const char *path, size_t *size) {
-    FILE *fp = fopen(path, "rb");
-    assert_non_null(fp);
-    assert_int_equal(fseek(fp, 0, SEEK_END), 0);
-    long n = ftell(fp);
-    assert_true(n >= 0);
-    rewind(fp);
-    unsigned char *buf = malloc((size_t)n + 1);
-    assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, (size_t)n, fp), (size_t)n);
-    fclose(fp);
-    *size = (size_t)n;
-    return buf;
-}
-
 /* Number of entries in F's directory whose name contains ".tmp". */
 int count_temps(const Fixture *f) {
     DIR *d = opendir(f->dir);

@@ -22,8 +22,6 @@ void path_in(char *buf, const Fixture *f, const char *name);
 void assert_no_open_ids(void);
 /* STATUS is WANT and the error message contains every NULL-terminated substring; clears it. */
 void assert_error(EwcStatus status, EwcStatus want, ...);
-/* The whole file at PATH (malloc'd, one spare byte), its length in *SIZE. */
-unsigned char *slurp(const char *path, size_t *size);
 void write_bytes(const char *path, const void *data, size_t n);
 /* Number of entries in F's directory whose name contains ".tmp". */
 int count_temps(const Fixture *f);

@@ -21,6 +21,7 @@
 #include "ewc/error.h"
 #include "ewc/h5file.h"
 #include "h5file_fixture.h"
+#include "testutil.h"
 
 
 static double seconds_since(const struct timespec *t0) {

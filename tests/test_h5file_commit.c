@@ -21,6 +21,7 @@
 #include "ewc/h5file.h"
 #include "ewc/sha256.h"
 #include "h5file_fixture.h"
+#include "testutil.h"
 
 static void assert_same_bytes(const unsigned char *a, size_t na, const char *path) {
     size_t nb;

@@ -7,6 +7,8 @@
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 
 /* splitmix64: good enough for test data, and not the code under test. */
 typedef struct {
@@ -40,5 +42,22 @@ static inline void trng_fill(TestRng *r, float *v, size_t n, double lo, double h
     } while (0)
 
 #define assert_close(actual, expected, tol) assert_close_at(actual, expected, tol, -1)
+
+/* The whole file at PATH (a NUL byte after its SIZE bytes); the caller frees it. */
+static inline unsigned char *slurp(const char *path, size_t *size) {
+    FILE *fp = fopen(path, "rb");
+    assert_non_null(fp);
+    assert_int_equal(fseek(fp, 0, SEEK_END), 0);
+    long n = ftell(fp);
+    assert_true(n >= 0);
+    rewind(fp);
+    unsigned char *buf = malloc((size_t)n + 1);
+    assert_non_null(buf);
+    assert_int_equal(fread(buf, 1, (size_t)n, fp), (size_t)n);
+    buf[n] = 0;
+    fclose(fp);
+    *size = (size_t)n;
+    return buf;
+}
 
 #endif
