@@ -155,18 +155,12 @@ static void test_reject_wrong_shape(void **state) {
     assert_error(load_with(&R.cfg, p), EWC_EFORMAT, p, "/state/penalty/b", NULL);
 }
 
-static void test_reject_missing_dataset(void **state) {
-    (void)state;
-    /* every dataset checkpoint_load reads, deleted one at a time */
-    static const char *const needed[] = {
-        "/model/layer0/W", "/model/layer0/b", "/model/layer1/W", "/model/layer1/b",
-        "/state/momentum", "/state/penalty/a", "/state/penalty/b",
-        "/metrics/initial_accuracy", "/metrics/accuracy", "/metrics/curve_step",
-        "/metrics/curve_task", "/metrics/curve_accuracy",
-    };
-    for (size_t i = 0; i < sizeof needed / sizeof needed[0]; i++) {
+/* A copy of the reference checkpoint without each of the N datasets NEEDED in turn (sealed
+ * again, so only the missing dataset is wrong) is refused with EWC_EFORMAT naming it. */
+static void refuse_without(const char *const *needed, size_t n, const char *tag) {
+    for (size_t i = 0; i < n; i++) {
         char p[H5FILE_PATH_MAX];
-        hid_t f = open_copy_rw(p, "missing");
+        hid_t f = open_copy_rw(p, tag);
         assert_true(H5Ldelete(f, needed[i], H5P_DEFAULT) >= 0);
         close_sealed(f, p);
         EwcStatus st = load_with(&R.cfg, p);
@@ -176,22 +170,25 @@ static void test_reject_missing_dataset(void **state) {
     }
 }
 
+static void test_reject_missing_dataset(void **state) {
+    (void)state;
+    /* every dataset checkpoint_load reads, deleted one at a time */
+    static const char *const needed[] = {
+        "/model/layer0/W", "/model/layer0/b", "/model/layer1/W", "/model/layer1/b",
+        "/state/momentum", "/state/penalty/a", "/state/penalty/b",
+        "/metrics/initial_accuracy", "/metrics/accuracy", "/metrics/curve_step",
+        "/metrics/curve_task", "/metrics/curve_accuracy",
+    };
+    refuse_without(needed, sizeof needed / sizeof needed[0], "missing");
+}
+
 static void test_reject_missing_task_record(void **state) {
     (void)state;
     /* a checkpoint whose finished tasks lack their records cannot be continued (the next save
      * copies them), so it must be refused at load time, not after the next task's training */
     static const char *const needed[] = {"/tasks/000/anchor/layer0/W", "/tasks/001/fisher/layer1/b",
                                          "/tasks/001/permutation"};
-    for (size_t i = 0; i < sizeof needed / sizeof needed[0]; i++) {
-        char p[H5FILE_PATH_MAX];
-        hid_t f = open_copy_rw(p, "missing-task");
-        assert_true(H5Ldelete(f, needed[i], H5P_DEFAULT) >= 0);
-        close_sealed(f, p);
-        EwcStatus st = load_with(&R.cfg, p);
-        if (st != EWC_EFORMAT)
-            fail_msg("without %s: status %d (\"%s\")", needed[i], st, ewc_error_message());
-        assert_error(st, EWC_EFORMAT, p, needed[i], NULL);
-    }
+    refuse_without(needed, sizeof needed / sizeof needed[0], "missing-task");
 }
 
 static void test_reject_config_mismatch(void **state) {
