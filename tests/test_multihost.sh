@@ -172,10 +172,12 @@ check "--resume across the hosts finishes bit-identically to 1 rank" \
 # orted and ranks killed at once, as a machine that loses power)
 fail_run() { # OUT VICTIMS-COMMAND: start a job, kill the victims mid-run, report how it ended
     local out=$1 victims=$2
-    "$hosts" mpirun "$cluster" -np 6 "${fwd[@]}" "$train" "${args[@]}" --out "$out" \
+    # ten times the reference run's epochs, so the job is still running when the victims die
+    # (the reference run takes about 2 s: a kill 2 s after start could find it finished)
+    "$hosts" mpirun "$cluster" -np 6 "${fwd[@]}" "$train" "${args[@]}" --epochs 10 --out "$out" \
         > "$out.log" 2>&1 &
     local job=$!
-    wait_progress "$out" "$job" 2 || { echo "the job did not get going"; return 1; }
+    wait_progress "$out" "$job" 1 || { echo "the job did not get going"; return 1; }
     local pids; pids=$(eval "$victims")
     [ -n "$pids" ] || { echo "nothing to kill"; return 1; }
     local t0; t0=$(date +%s.%N)
