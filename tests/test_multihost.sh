@@ -80,7 +80,7 @@ check "6 ranks on 3 hosts with distinct names and networks, 2 each: $(sort "$wor
 # as a remote login does): the BLAS thread count and any OpenBLAS setting of this machine
 fwd=()
 for v in $(compgen -e | grep '^OPENBLAS_'); do fwd+=(-x "$v"); done
-args=(--tasks 2 --hidden 100,100 --epochs 1 --batch 60 --train-samples 3000 --test-samples 500
+args=(--tasks 2 --hidden 100,100 --epochs 3 --batch 60 --train-samples 3000 --test-samples 500
       --method ewc --lambda 20 --momentum 0.5 --dropout 0.2 --eval-every 10 --fisher-samples 1000
       --quiet)
 timeout 120 "$train" "${args[@]}" --out "$work/ref" > "$work/ref.log" 2>&1
@@ -172,8 +172,8 @@ check "--resume across the hosts finishes bit-identically to 1 rank" \
 # orted and ranks killed at once, as a machine that loses power)
 fail_run() { # OUT VICTIMS-COMMAND: start a job, kill the victims mid-run, report how it ended
     local out=$1 victims=$2
-    # ten times the reference run's epochs, so the job is still running when the victims die
-    # (the reference run takes about 2 s: a kill 2 s after start could find it finished)
+    # more epochs than the reference run, so the job is still running when the victims die (on
+    # a quiet machine the reference job takes a few seconds: a kill a second in could miss it)
     "$hosts" mpirun "$cluster" -np 6 "${fwd[@]}" "$train" "${args[@]}" --epochs 10 --out "$out" \
         > "$out.log" 2>&1 &
     local job=$!
