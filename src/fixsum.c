@@ -221,7 +221,8 @@ void fixsum_resolve_config(Config *c, int inputs, int classes) {
         }
         c->reduce = fixsum_choose(&s, c->batch);
     }
-    if (c->reduce == REDUCE_FIXED && c->micro_batch == 0) c->micro_batch = fixsum_default_micro(c->batch);
+    if (c->reduce == REDUCE_FIXED && c->micro_batch == 0)
+        c->micro_batch = fixsum_default_micro(c->batch);
 }
 
 /* ---- the collective reduction ------------------------------------------------------------------ */

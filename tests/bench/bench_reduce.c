@@ -160,6 +160,11 @@ static double predicted(const Result *r, int m) {
     return m == M_EXACT ? (r->c.batch * r->s_bytes + 4 * n) * q : m == M_FIXED ? 12 * n * q : 8 * n * q;
 }
 
+/* The micro-batch of R's fixed runs: --micro-batch, or the default for its batch. */
+static int case_micro(const Result *r) {
+    return g_micro ? g_micro : fixsum_default_micro(r->c.batch);
+}
+
 static void print_table(const Result *res, int n, int reps, int dim, int classes) {
     int c = g_clock;
     printf("bench_reduce: %d rank%s, %s, %s kernels, micro-batch %s, best of %d interleaved "
@@ -180,8 +185,7 @@ static void print_table(const Result *res, int n, int reps, int dim, int classes
             double t = r->best[c][m];
             char mode[32];
             if (m == M_FIXED)
-                snprintf(mode, sizeof mode, "fixed:%d",
-                         g_micro ? g_micro : fixsum_default_micro(r->c.batch));
+                snprintf(mode, sizeof mode, "fixed:%d", case_micro(r));
             else
                 snprintf(mode, sizeof mode, "%s", mode_names[m]);
             printf("%-18s %5d %9s %5d %10.3f %10.3f", name, r->c.batch, mode, r->steps,
@@ -206,8 +210,9 @@ static void write_json(FILE *f, const Result *res, int n, int reps) {
         const Result *r = &res[i];
         fprintf(f, "%s\n  {\"hidden\": [", i ? "," : "");
         for (int k = 0; k < r->c.n_hidden; k++) fprintf(f, "%s%d", k ? ", " : "", r->c.hidden[k]);
-        fprintf(f, "], \"batch\": %d, \"steps\": %d, \"n_params\": %zu, \"exact_bytes_per_sample\": %.6g",
-                r->c.batch, r->steps, r->n_params, r->s_bytes);
+        fprintf(f, "], \"batch\": %d, \"micro_batch\": %d, \"steps\": %d, \"n_params\": %zu, "
+                   "\"exact_bytes_per_sample\": %.6g",
+                r->c.batch, case_micro(r), r->steps, r->n_params, r->s_bytes);
         for (int m = 0; m < M_COUNT; m++) {
             if (!r->have[m]) continue;
             fprintf(f, ", \"%s\": {\"bytes_per_step\": %.6g, \"predicted_bytes\": %.6g, "
