@@ -116,6 +116,15 @@ one_line_error "ewc-sweep run: a missing data directory is one clear error befor
     "data directory '$tmp/mydata' does not exist: fetch MNIST into it with data/fetch.sh" \
     sweep run tiny.ini --set data=mydata
 check "ewc-sweep run: ... and nothing ran" test ! -e runs/tiny
+out=$(sweep run tiny.ini --set adam-persist --set optimizer=adam --dry 2>&1)
+check "--set FLAG: a bare flag reaches every point's command line" \
+    bash -c "[ \$(grep -c -- '--adam-persist --optimizer adam .*--out ' <<<'$out') -eq 9 ]"
+out=$(sweep run tiny.ini --dry 2>&1)
+check "--set FLAG: ... and only when given" bash -c "! grep -q -- '--adam-persist' <<<'$out'"
+one_line_error "--set FLAG: a grid key needs values" "'seed' is a \[grid\] key of tiny.ini" \
+    sweep run tiny.ini --set seed --dry
+one_line_error "--set: KEY= without a value" "expected KEY=VALUE or FLAG, got 'hidden='" \
+    sweep run tiny.ini --set hidden= --dry
 for f in "$src"/launch/sweeps/*.ini; do
     check "committed sweep $(basename "$f") parses; its data directory is relative (no machine's path)" \
         bash -c "'$launch/ewc-sweep' list '$f' | grep -q '^[0-9]* points: [0-9]* new$' && grep -q '^data = data/mnist ' '$f'"
