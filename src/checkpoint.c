@@ -56,6 +56,8 @@ static const Field fields[] = {
 
     /* --si-xi: files before --method si lack it; read as the default */
     {"si_xi", F_DBL, offsetof(Config, si_xi), 2, 0.1, 1},
+    /* --init: files before it used He-uniform (0) */
+    {"init", F_ENUM, offsetof(Config, init), 2, 0, 1},
 };
 #define N_FIELDS (sizeof fields / sizeof fields[0])
 

@@ -30,6 +30,7 @@ static const char *const fisher_names[] = {"empirical", "sampled", "expected", N
 static const char *const penalty_names[] = {"explicit", "implicit", NULL};
 static const char *const reduce_names[] = {"exact", "allreduce", "fixed", "auto", NULL};
 static const char *const optimizer_names[] = {"sgd", "adam", NULL};
+static const char *const init_names[] = {"he", "torch", NULL}; /* ModelInit (model.h) */
 
 /* Enum fields are read and written through the table as ints. */
 _Static_assert(sizeof(Method) == sizeof(int) && sizeof(FisherKind) == sizeof(int) &&
@@ -86,6 +87,9 @@ static const Flag flags[] = {
     DBL("--dropout-input", dropout_input, "P", G_MODEL, 0, 0, 1, 1,
         "dropout probability on the input pixels"),
     DBL("--dropout", dropout, "P", G_MODEL, 0, 0, 1, 1, "dropout probability on hidden layers"),
+    ENUM("--init", init, G_MODEL, init_names,
+         "initial parameters: he = He-uniform weights, zero biases; torch = weights and biases "
+         "U(+-1/sqrt(fan-in)), PyTorch's nn.Linear default (as in van de Ven's code)"),
 
     DBL("--lr", lr, "X", G_TRAIN, 0, 1, INFINITY, 1, "learning rate"),
     INT("--batch", batch, G_TRAIN, 1, 1, INT_MAX,

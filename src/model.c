@@ -51,16 +51,18 @@ size_t model_row_offset(const ModelShape *s, int row) {
     return s->offset[l] + (size_t)(row - s->row0[l]) * (size_t)(s->dims[l] + 1);
 }
 
-void model_init_params(float *params, const ModelShape *s, uint64_t seed) {
+void model_init_params(float *params, const ModelShape *s, uint64_t seed, ModelInit init) {
     for (int l = 0; l < s->n_layers; l++) {
         int din = s->dims[l], dout = s->dims[l + 1];
-        float bound = (float)sqrt(6.0 / din);
+        float bound = (float)(init == MODEL_INIT_TORCH ? 1.0 / sqrt(din) : sqrt(6.0 / din));
+        int bias_drawn = init == MODEL_INIT_TORCH;
         float *wb = params + s->offset[l];
         for (int i = 0; i < dout; i++)
             for (int j = 0; j <= din; j++) {
                 size_t k = (size_t)i * (din + 1) + j;
-                wb[k] = j == din ? 0.0f
-                                 : bound * (2.0f * rng_uniform(seed, RNG_INIT, (uint32_t)l, 0, k) - 1.0f);
+                wb[k] = j == din && !bias_drawn
+                            ? 0.0f
+                            : bound * (2.0f * rng_uniform(seed, RNG_INIT, (uint32_t)l, 0, k) - 1.0f);
             }
     }
 }

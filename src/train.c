@@ -119,7 +119,7 @@ EwcStatus trainer_init(Trainer *t, const Config *cfg, const Dataset *data, MPI_C
         (st = adam_init(&t->adam, np, cfg->adam_beta1, cfg->adam_beta2, cfg->adam_eps)))
         goto fail;
     if (cfg->method == METHOD_SI && (st = si_init(&t->si, np, cfg->si_xi))) goto fail;
-    model_init_params(t->params, &t->shape, cfg->seed);
+    model_init_params(t->params, &t->shape, cfg->seed, (ModelInit)cfg->init);
     si_begin_task(&t->si, t->params);
     return EWC_OK;
 nomem:

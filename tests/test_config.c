@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "ewc/config.h"
+#include "ewc/model.h"
 #include "ewc/dataset.h"
 
 #define MAX_ARGS 64
@@ -157,6 +158,8 @@ static void test_defaults(void **state) {
     assert_true(c.permute_fraction == 1.0);
     assert_int_equal(c.optimizer, OPTIMIZER_SGD);
     assert_int_equal(OPTIMIZER_SGD, 0); /* what a checkpoint without the attribute means */
+    assert_int_equal(c.init, MODEL_INIT_HE);
+    assert_int_equal(MODEL_INIT_HE, 0); /* likewise */
     assert_true(c.adam_beta1 == 0.9);
     assert_true(c.adam_beta2 == 0.999);
     assert_true(c.adam_eps == 1e-8);
@@ -326,6 +329,8 @@ static void test_limits_accepted(void **state) {
                      EWC_OK);
     assert_int_equal(c.optimizer, OPTIMIZER_ADAM);
     assert_true(c.adam_beta1 == 0.0 && c.adam_beta2 == 0.99999 && c.adam_eps == 1e-30);
+    assert_int_equal(PARSE(&c, "--init", "torch"), EWC_OK);
+    assert_int_equal(c.init, MODEL_INIT_TORCH);
 }
 
 static void test_repeated_flag_last_wins(void **state) {
@@ -430,6 +435,7 @@ static const BadCase bad_cases[] = {
     {{"--permute-fraction", "-0.1"}, {"--permute-fraction", "\"-0.1\""}},
     {{"--overlap-layers=1"}, {"--overlap-layers: takes no value", NULL}},
     {{"--optimizer", "rmsprop"}, {"--optimizer: expected one of sgd, adam", "\"rmsprop\""}},
+    {{"--init", "xavier"}, {"--init: expected one of he, torch", "\"xavier\""}},
     {{"--adam-beta1", "1"}, {"--adam-beta1: expected a number in [0, 1)", "\"1\""}},
     {{"--adam-beta1", "-0.1"}, {"--adam-beta1", "\"-0.1\""}},
     {{"--adam-beta2", "1"}, {"--adam-beta2: expected a number in [0, 1)", "\"1\""}},
@@ -740,7 +746,7 @@ static void test_experiment_diff(void **state) {
         {"--fisher-samples", "9"}, {"--dropout-input", "0.1"}, {"--dropout", "0.1"},
         {"--penalty-step", "implicit"}, {"--validation", "9"}, {"--val-every", "5"},
         {"--optimizer", "adam"}, {"--adam-beta1", "0.8"}, {"--adam-beta2", "0.99"},
-        {"--adam-eps", "1e-6"},
+        {"--adam-eps", "1e-6"}, {"--init", "torch"},
     };
     for (size_t i = 0; i < sizeof exp_flags / sizeof exp_flags[0]; i++) {
         assert_int_equal(PARSE(&b, exp_flags[i][0], exp_flags[i][1]), EWC_OK);

@@ -93,6 +93,35 @@ static void test_row_offset(void **state) {
 
 /* ---- initialisation ----------------------------------------------------------------------- */
 
+/* Every layer of P is U(-b, b) with b = sqrt(6/in) (he) or 1/sqrt(in) (torch): within the
+ * bound, with the mean, variance and reach of that distribution; biases 0 (he) or drawn with the
+ * weights (torch). */
+static void check_uniform_layers(const float *p, const ModelShape *s, ModelInit init) {
+    for (int l = 0; l < s->n_layers; l++) {
+        int din = s->dims[l], dout = s->dims[l + 1], cols = init == MODEL_INIT_TORCH ? din + 1 : din;
+        double bound = init == MODEL_INIT_TORCH ? 1.0 / sqrt(din) : sqrt(6.0 / din);
+        double sum = 0.0, sum2 = 0.0, amax = 0.0;
+        const float *wb = p + s->offset[l];
+        for (int i = 0; i < dout; i++) {
+            if (init == MODEL_INIT_HE) assert_true(wb[(size_t)i * (din + 1) + din] == 0.0f);
+            for (int j = 0; j < cols; j++) {
+                double w = wb[(size_t)i * (din + 1) + j];
+                if (!(fabs(w) <= bound * (1.0 + FLT_EPSILON)))
+                    fail_msg("layer %d w[%d][%d] = %g outside +-%g", l, i, j, w, bound);
+                sum += w;
+                sum2 += w * w;
+                amax = fmax(amax, fabs(w));
+            }
+        }
+        double m = (double)cols * dout, var = bound * bound / 3.0;
+        assert_close_at(sum / m, 0.0, 5.0 * sqrt(var / m), l);
+        /* U(-b, b) has variance b^2/3 (4th central moment b^4/5) and reaches close to +-b */
+        assert_close_at(sum2 / m, var, 5.0 * sqrt((bound * bound * bound * bound / 5.0 - var * var)
+                                                 / m), l);
+        assert_true(amax > bound * (1.0 - 20.0 / m));
+    }
+}
+
 static void test_init_params(void **state) {
     ModelShape s;
     const int hidden[] = {400, 400, 400};
@@ -102,9 +131,9 @@ static void test_init_params(void **state) {
     assert_non_null(p);
     assert_non_null(q);
     assert_non_null(r);
-    model_init_params(p, &s, 42);
-    model_init_params(q, &s, 42);
-    model_init_params(r, &s, 43);
+    model_init_params(p, &s, 42, MODEL_INIT_HE);
+    model_init_params(q, &s, 42, MODEL_INIT_HE);
+    model_init_params(r, &s, 43, MODEL_INIT_HE);
     assert_memory_equal(p, q, s.n_params * sizeof *p);
 
     size_t same = 0;
@@ -118,31 +147,37 @@ static void test_init_params(void **state) {
     for (size_t k = 0; k < layer_size; k++) same_layers += p[s.offset[1] + k] == p[s.offset[2] + k];
     assert_true(same_layers <= 400 + layer_size / 1000);
 
-    for (int l = 0; l < s.n_layers; l++) {
-        int din = s.dims[l], dout = s.dims[l + 1];
-        double bound = sqrt(6.0 / din), sum = 0.0, sum2 = 0.0, amax = 0.0;
-        const float *wb = p + s.offset[l];
-        for (int i = 0; i < dout; i++) {
-            assert_true(wb[(size_t)i * (din + 1) + din] == 0.0f);
-            for (int j = 0; j < din; j++) {
-                double w = wb[(size_t)i * (din + 1) + j];
-                if (!(fabs(w) <= bound * (1.0 + FLT_EPSILON)))
-                    fail_msg("layer %d w[%d][%d] = %g outside +-%g", l, i, j, w, bound);
-                sum += w;
-                sum2 += w * w;
-                amax = fmax(amax, fabs(w));
-            }
-        }
-        double m = (double)din * dout, var = bound * bound / 3.0;
-        assert_close_at(sum / m, 0.0, 5.0 * sqrt(var / m), l);
-        /* U(-b, b) has variance b^2/3 (4th central moment b^4/5) and reaches close to +-b */
-        assert_close_at(sum2 / m, var, 5.0 * sqrt((bound * bound * bound * bound / 5.0 - var * var)
-                                                 / m), l);
-        assert_true(amax > bound * (1.0 - 20.0 / m));
-    }
+    check_uniform_layers(p, &s, MODEL_INIT_HE);
     free(p);
     free(q);
     free(r);
+}
+
+/* --init torch: PyTorch's nn.Linear default, biases drawn too; the same draws as he, scaled */
+static void test_init_torch(void **state) {
+    ModelShape s;
+    const int hidden[] = {1000, 1000};
+    assert_int_equal(model_shape_init(&s, 1024, hidden, 2, 10), EWC_OK);
+    float *he = malloc(s.n_params * sizeof *he), *to = malloc(s.n_params * sizeof *to);
+    assert_non_null(he);
+    assert_non_null(to);
+    model_init_params(he, &s, 7, MODEL_INIT_HE);
+    model_init_params(to, &s, 7, MODEL_INIT_TORCH);
+    check_uniform_layers(to, &s, MODEL_INIT_TORCH);
+    for (int l = 0; l < s.n_layers; l++) {
+        int din = s.dims[l];
+        size_t zero_bias = 0;
+        for (int i = 0; i < s.dims[l + 1]; i++) {
+            const float *row = to + s.offset[l] + (size_t)i * (din + 1);
+            zero_bias += row[din] == 0.0f;
+            for (int j = 0; j < din; j += 97) /* same uniform draw: ratio of the bounds, 1/sqrt(6) */
+                assert_float_equal(row[j], he[s.offset[l] + (size_t)i * (din + 1) + j] / sqrt(6.0),
+                                   1e-6 / sqrt(din));
+        }
+        assert_true(zero_bias <= 1);
+    }
+    free(he);
+    free(to);
 }
 
 /* ---- whole-network gradient --------------------------------------------------------------- */
@@ -423,6 +458,7 @@ int main(void) {
         cmocka_unit_test(test_shape_errors),
         cmocka_unit_test(test_row_offset),
         cmocka_unit_test(test_init_params),
+        cmocka_unit_test(test_init_torch),
         cmocka_unit_test(test_acts_trailing_one),
         cmocka_unit_test(test_network_gradient_fd),
         cmocka_unit_test(test_backward_params_row_split),

@@ -42,6 +42,7 @@ typedef struct {
     int fisher_samples;             /* --fisher-samples N (0 = whole training set), default 0 */
     double dropout_input;           /* --dropout-input P in [0, 1), default 0 */
     double dropout;                 /* --dropout P in [0, 1) on hidden layers, default 0 */
+    int init;                       /* --init he|torch (ModelInit, model.h), default he */
     PenaltyStep penalty_step;       /* --penalty-step explicit|implicit, default explicit */
     ReduceMode reduce;              /* --reduce exact|allreduce|fixed|auto, default auto */
     int validation;                 /* --validation N held-out training samples (0 = none) */

@@ -35,9 +35,13 @@ EwcStatus model_shape_init(ModelShape *s, int inputs, const int *hidden, int n_h
 /* Offset in the slab of the first parameter of global row R (row R of layer l, l found by row0). */
 size_t model_row_offset(const ModelShape *s, int row);
 
-/* He-uniform initialisation: W ~ U(-sqrt(6/in), sqrt(6/in)) drawn from (seed, RNG_INIT, layer,
- * element index), b = 0. Identical on every rank. PARAMS: (n_params). */
-void model_init_params(float *params, const ModelShape *s, uint64_t seed);
+/* Initial parameters (--init; the order of its names in config.c):
+ *   MODEL_INIT_HE     He-uniform, W ~ U(-sqrt(6/in), sqrt(6/in)), b = 0;
+ *   MODEL_INIT_TORCH  PyTorch's nn.Linear default, W and b ~ U(-1/sqrt(in), 1/sqrt(in)).
+ * Every value is drawn from (seed, RNG_INIT, layer, element index): identical on every rank.
+ * PARAMS: (n_params). */
+typedef enum { MODEL_INIT_HE, MODEL_INIT_TORCH } ModelInit;
+void model_init_params(float *params, const ModelShape *s, uint64_t seed, ModelInit init);
 
 /* Per-batch work space for a rank's shard of N samples (activations, masks, deltas) and, for
  * the exact reduction, the gathered full batch. Owned by the trainer; see model.c. */
