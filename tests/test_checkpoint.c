@@ -463,6 +463,21 @@ static void test_pre_si_loads(void **state) {
     h5file_close(&r);
 }
 
+/* A checkpoint from before --init (no /config init) was initialised He-uniform: it loads with
+ * the default, and a resume with --init torch is refused, naming the flag. */
+static void test_pre_init_loads_as_he(void **state) {
+    (void)state;
+    char p[H5FILE_PATH_MAX];
+    hid_t f = open_copy_rw(p, "pre-init");
+    assert_true(H5Adelete_by_name(f, "/config", "init", H5P_DEFAULT) >= 0);
+    close_sealed(f, p);
+    EwcStatus st = load_with(&R.cfg, p);
+    if (st) fail_msg("checkpoint without the init attribute: %s", ewc_error_message());
+    Config c = R.cfg;
+    c.init = MODEL_INIT_TORCH;
+    assert_error(load_with(&c, p), EWC_EINVAL, p, "--init", NULL);
+}
+
 /* Files of format 1 and 2 have no digest, so they cannot be verified: refused, saying what to do
  * (here: the checkpoint without its user block, i.e. plain HDF5 as versions 1 and 2 wrote it).
  * A sealed file that claims version 2 is refused too, naming the version. */
@@ -567,6 +582,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_old_formats_refused),
         cmocka_unit_test(test_pre_adam_loads_as_sgd),
         cmocka_unit_test(test_pre_si_loads),
+        cmocka_unit_test(test_pre_init_loads_as_he),
         cmocka_unit_test(test_early_stopping_round_trip),
         cmocka_unit_test(test_execution_fields_may_change),
     };
